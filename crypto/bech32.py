@@ -65,6 +65,12 @@ def encode(hrp: str, data: bytes) -> str:
 
 def decode(text: str) -> tuple[str, bytes]:
     """Returns (lowercase HRP, data). Raises KeyEncodingError on any deviation."""
+    hrp, words = decode_words(text)
+    return hrp, bytes(_convert_bits(words, 5, 8, pad=False))
+
+
+def decode_words(text: str) -> tuple[str, list[int]]:
+    """Returns (lowercase HRP, 5-bit data words) after checking the checksum."""
     if text.lower() != text and text.upper() != text:
         raise KeyEncodingError("bech32: mixed case")
     if any(not 33 <= ord(c) <= 126 for c in text):
@@ -80,4 +86,4 @@ def decode(text: str) -> tuple[str, bytes]:
         raise KeyEncodingError("bech32: invalid character in data part") from None
     if _polymod(_expand_hrp(hrp) + words) != 1:
         raise KeyEncodingError("bech32: checksum mismatch (the string was mistyped or cut)")
-    return hrp, bytes(_convert_bits(words[:-6], 5, 8, pad=False))
+    return hrp, words[:-6]

@@ -37,9 +37,7 @@ def aead_seal(key: bytes, nonce: bytes, plaintext: bytes) -> bytes:
 def aead_open(key: bytes, nonce: bytes, ciphertext: bytes) -> bytes | None:
     """The plaintext, or None if the tag does not verify (callers raise their own error)."""
     try:
-        return nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(
-            ciphertext, None, nonce, key
-        )
+        return nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(ciphertext, None, nonce, key)
     except nacl.exceptions.CryptoError:
         return None
 

@@ -7,8 +7,8 @@ VENV="$ROOT/.venv"
 
 # Debian packages the relay itself needs at run time.
 RUN_PACKAGES=(python3 python3-venv libmagic1)
-# Added for the test suite: the real tools that judge our output.
-TEST_PACKAGES=(age)
+# Added for the test suite: the real tools that judge our output, and their test data.
+TEST_PACKAGES=(age golang-filippo-age-dev)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
