@@ -34,7 +34,7 @@ from .armor import ArmorDecoder, looks_armored
 from .errors import HeaderError, HeaderMACError, NoIdentityMatchError, PayloadError
 from .keys import Identity, Recipient, parse_identities, parse_recipients
 from .primitives import aead_open, aead_seal, hkdf_sha256, hmac_sha256, x25519
-from .stream import StreamDecryptor, StreamEncryptor
+from .stream import PayloadCipher, StreamDecryptor, StreamEncryptor
 
 __all__ = [
     "Decryptor",
@@ -43,6 +43,7 @@ __all__ = [
     "decrypt_stream",
     "encrypt",
     "encrypt_stream",
+    "open_payload",
 ]
 
 FILE_KEY_SIZE = 16
@@ -99,6 +100,29 @@ def _unwrap(stanzas: tuple[fmt.Stanza, ...], identities: list[Identity]) -> byte
             if file_key is not None:
                 return file_key
     raise NoIdentityMatchError("no identity matched any of the file's recipients")
+
+
+def _open_header(header_bytes: bytes, identities: list[Identity]) -> bytes:
+    """The file key, once an identity unwrapped it and the header MAC verified."""
+    header = fmt.parse_header(header_bytes)
+    file_key = _unwrap(header.stanzas, identities)
+    expected = hmac_sha256(hkdf_sha256(file_key, b"", b"header"), header.mac_input)
+    if not hmac.compare_digest(expected, header.mac):
+        raise HeaderMACError("header MAC does not verify: the header was modified")
+    return file_key
+
+
+def open_payload(prefix: bytes, identities: Iterable[str | Identity]) -> tuple[int, PayloadCipher]:
+    """For random access: given the start of an age file (at least its header and the
+    16-byte nonce), returns (offset of the first payload chunk, a PayloadCipher for it).
+    Chunk i then lies at offset + i * SEALED_CHUNK_SIZE. Binary files only.
+    Raises HeaderError (also for a prefix too short), NoIdentityMatchError, HeaderMACError."""
+    end = fmt.find_header_end(prefix)
+    if end is None or len(prefix) < end + NONCE_SIZE:
+        raise HeaderError("file is truncated: incomplete header")
+    file_key = _open_header(prefix[:end], parse_identities(identities))
+    nonce = prefix[end : end + NONCE_SIZE]
+    return end + NONCE_SIZE, PayloadCipher(hkdf_sha256(file_key, nonce, b"payload"))
 
 
 class Encryptor:
@@ -180,7 +204,7 @@ class Decryptor:
             end = fmt.find_header_end(self._buffer)
             if end is None:
                 return []
-            self._file_key = self._open_header(self._buffer[:end])
+            self._file_key = _open_header(self._buffer[:end], self._identities)
             self._buffer = self._buffer[end:]
         if len(self._buffer) < NONCE_SIZE:
             return []
@@ -188,15 +212,6 @@ class Decryptor:
         self._buffer = b""
         self._stream = StreamDecryptor(hkdf_sha256(self._file_key, nonce, b"payload"))
         return self._stream.update(rest)
-
-    def _open_header(self, header_bytes: bytes) -> bytes:
-        """The file key, once an identity unwrapped it and the header MAC verified."""
-        header = fmt.parse_header(header_bytes)
-        file_key = _unwrap(header.stanzas, self._identities)
-        expected = hmac_sha256(hkdf_sha256(file_key, b"", b"header"), header.mac_input)
-        if not hmac.compare_digest(expected, header.mac):
-            raise HeaderMACError("header MAC does not verify: the header was modified")
-        return file_key
 
 
 def encrypt(data: bytes, recipients: Iterable[str | Recipient]) -> bytes:

@@ -489,3 +489,24 @@ def test_armor_with_noncanonical_padding_bits(identity: Identity) -> None:
     changed = good.replace(last, last[:index] + bumped + last[index + 1 :])
     with pytest.raises(ArmorError):
         age.decrypt(changed, [identity])
+
+
+# --- random access -----------------------------------------------------------------------------
+
+
+def test_open_payload_gives_random_access(identity: Identity) -> None:
+    from crypto.stream import CHUNK_SIZE, SEALED_CHUNK_SIZE
+
+    data = os.urandom(3 * CHUNK_SIZE + 1234)
+    sealed = age.encrypt(data, [identity.recipient])
+    offset, cipher = age.open_payload(sealed[:4096], [identity])
+    for index in (2, 0, 3, 1):
+        start = offset + index * SEALED_CHUNK_SIZE
+        chunk = cipher.open(index, sealed[start : start + SEALED_CHUNK_SIZE], final=index == 3)
+        assert chunk == data[index * CHUNK_SIZE : (index + 1) * CHUNK_SIZE]
+    with pytest.raises(PayloadError):  # a chunk opened under another index is refused
+        cipher.open(1, sealed[offset : offset + SEALED_CHUNK_SIZE], final=False)
+    with pytest.raises(HeaderError):
+        age.open_payload(sealed[:40], [identity])
+    with pytest.raises(NoIdentityMatchError):
+        age.open_payload(sealed[:4096], [Identity.generate()])
