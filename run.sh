@@ -6,4 +6,5 @@ ensure_debian_packages "${RUN_PACKAGES[@]}"
 ensure_venv ""
 export AMANAH_DATA="${AMANAH_DATA:-$ROOT/amanah-data}"
 [ -f "$AMANAH_DATA/amanah.toml" ] || "$VENV/bin/amanah" init
-exec "$VENV/bin/amanah" serve "$@"
+# Loopback only until the onion services land (issue 6): then tor starts here too.
+exec "$VENV/bin/amanah" serve --no-tor "$@"

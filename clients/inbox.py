@@ -1,0 +1,402 @@
+"""`amanah-inbox`: a contact member's client. Keys, fetching drops, decrypting, replying.
+
+    amanah-inbox keygen -o identity.txt            prints the member card on stdout
+    amanah-inbox fetch --relay URL --identity identity.txt --out drops/
+    amanah-inbox decrypt FILE --identity identity.txt [-o OUT]
+    amanah-inbox reply DROP --message TEXT --relay URL --identity identity.txt --out drops/
+
+Rules for fetch, in order: verify the relay's signed directory against the pin kept in
+OUT (trust on first use, then only a signed rotation chain may change the key); download
+each sealed blob into OUT/.incoming (resuming with Range where a previous run stopped)
+and check its SHA-256 against the listing; decrypt here, on this machine; write the drop
+to OUT/<drop>.partial, fsync every file, rename the folder to OUT/<drop>, fsync OUT; only
+then acknowledge, after which the relay deletes the drop once every contact has it.
+A drop is never acknowledged before it is safely on this disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from crypto import age
+from crypto.auth import auth_message
+from crypto.card import MemberIdentity
+from crypto.directory import DirectoryPin, verify_directory
+from crypto.errors import CryptoError
+from crypto.keys import VerifyKey
+
+PIN_NAME = ".directory-pin.json"
+INCOMING = ".incoming"
+_SAFE_NAME = re.compile(r"[a-z]+-[0-9]{1,4}\.[a-z0-9]{1,5}|message\.txt")
+_DROP_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class InboxError(Exception):
+    """A failure the user can act on; printed as `amanah-inbox: error: ...`."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def progress(text: str) -> None:
+    print(
+        f"\r{text}\033[K" if sys.stderr.isatty() else text,
+        end="" if sys.stderr.isatty() else "\n",
+        file=sys.stderr,
+    )
+
+
+def load_identity(path: Path) -> MemberIdentity:
+    try:
+        return MemberIdentity.parse_file_text(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InboxError(f"cannot read the identity file: {exc.strerror}") from None
+    except CryptoError as exc:
+        raise InboxError(
+            f"not an Amanah identity file: {exc}", "make one with `amanah-inbox keygen`"
+        ) from None
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- keygen -------------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    identity = MemberIdentity.generate()
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    text = identity.to_file_text(created)
+    if args.output == "-":
+        raise InboxError("refusing to print a secret key; give a file with -o")
+    try:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InboxError(f"{args.output} exists; refusing to overwrite a key") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(identity.card.encode())
+    print(
+        f"amanah-inbox: wrote your secret keys to {args.output}; keep it private and backed up.\n"
+        "amanah-inbox: the line above is your member card: give it to the relay's operator.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# --- the API ------------------------------------------------------------------------------
+
+
+class Relay:
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base.rstrip("/")
+        self.token: str | None = None
+
+    async def json(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.session.request(
+            method, self.base + path, json=body, headers=headers
+        ) as response:
+            data = await response.read()
+            if response.status >= 400:
+                raise InboxError(f"the relay refused {path}: {response.status} {_message(data)}")
+            return json.loads(data)
+
+    async def login(self, identity: MemberIdentity) -> None:
+        verify_key = str(identity.signing_key.verify_key)
+        issued = await self.json("POST", "/api/v1/auth/challenge", {"verify_key": verify_key})
+        challenge = base64.b64decode(issued["challenge"])
+        relay_key = issued["relay_key"]
+        signature = identity.signing_key.sign(auth_message(VerifyKey.parse(relay_key), challenge))
+        answer = await self.json(
+            "POST",
+            "/api/v1/auth/token",
+            {
+                "verify_key": verify_key,
+                "challenge": issued["challenge"],
+                "signature": base64.b64encode(signature).decode(),
+            },
+        )
+        self.token = answer["token"]
+
+
+def _message(data: bytes) -> str:
+    try:
+        return str(json.loads(data).get("error", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+async def check_directory(relay: Relay, out: Path) -> None:
+    async with relay.session.get(relay.base + "/api/v1/directory") as response:
+        if response.status != 200:
+            raise InboxError(f"the relay did not give its directory ({response.status})")
+        document = await response.read()
+    pin_path = out / PIN_NAME
+    pin = DirectoryPin.from_json(pin_path.read_text()) if pin_path.exists() else None
+    try:
+        _, new_pin = verify_directory(document, pin)
+    except CryptoError as exc:
+        raise InboxError(
+            f"the relay's directory does not verify against the key pinned in {pin_path}: {exc}",
+            "do not trust this relay until its operator confirms a key change",
+        ) from None
+    pin_path.write_text(new_pin.to_json())
+
+
+async def download(
+    relay: Relay, url: str, target: Path, size: int, sha256: str, label: str
+) -> None:
+    """Fetches `url` into `target`, resuming from what is already there."""
+    have = target.stat().st_size if target.exists() else 0
+    if have > size:
+        target.unlink()
+        have = 0
+    if have < size:
+        headers = {"Authorization": f"Bearer {relay.token}"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        async with relay.session.get(url, headers=headers) as response:
+            if response.status not in (200, 206):
+                raise InboxError(f"download of {label} failed: {response.status}")
+            if response.status == 200:
+                have = 0
+            with target.open("r+b" if have else "wb") as f:
+                f.seek(have)
+                last = 0.0
+                async for chunk in response.content.iter_chunked(1 << 20):
+                    f.write(chunk)
+                    have += len(chunk)
+                    if time.monotonic() - last > 0.5 or have == size:
+                        progress(f"{label}: {have * 100 // max(size, 1)}% of {size / 1e6:.1f} MB")
+                        last = time.monotonic()
+    digest = hashlib.sha256()
+    with target.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    if digest.hexdigest() != sha256:
+        target.unlink()
+        raise InboxError(f"{label} arrived damaged (checksum mismatch); run fetch again")
+
+
+def decrypt_file(sealed: Path, plain: Path, identity: MemberIdentity) -> None:
+    fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with sealed.open("rb") as src, os.fdopen(fd, "wb") as dst:
+        age.decrypt_stream(src, dst, [identity.identity])
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+async def fetch_drop(
+    relay: Relay, drop: dict[str, Any], identity: MemberIdentity, out: Path
+) -> None:
+    drop_id = drop["id"]
+    if not _DROP_ID.fullmatch(drop_id):
+        raise InboxError("the relay listed a malformed drop id")
+    final = out / drop_id
+    if not final.exists():
+        incoming = out / INCOMING / drop_id
+        incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for blob in drop["blobs"]:
+            url = f"{relay.base}/api/v1/drops/{drop_id}/blobs/{blob['name']}"
+            await download(
+                relay,
+                url,
+                incoming / blob["name"],
+                blob["size"],
+                blob["sha256"],
+                f"{drop_id[:8]} {blob['name']}",
+            )
+        partial = out / f"{drop_id}.partial"
+        if partial.exists():
+            for leftover in partial.iterdir():
+                leftover.unlink()
+            partial.rmdir()
+        partial.mkdir(mode=0o700)
+        try:
+            manifest_bytes = age.decrypt((incoming / "manifest").read_bytes(), [identity.identity])
+            manifest = json.loads(manifest_bytes)
+        except (CryptoError, ValueError) as exc:
+            raise InboxError(f"drop {drop_id} has an unreadable manifest: {exc}") from None
+        entries = ([manifest["message"]] if manifest.get("message") else []) + manifest.get(
+            "files", []
+        )
+        for entry in entries:
+            if not _SAFE_NAME.fullmatch(entry["name"]):
+                raise InboxError(f"drop {drop_id} names a file unsafely; not saved")
+            await asyncio.to_thread(
+                decrypt_file, incoming / entry["blob"], partial / entry["name"], identity
+            )
+        fd = os.open(partial / "manifest.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(manifest_bytes)
+        fsync_path(partial / "manifest.json")
+        fsync_path(partial)
+        partial.rename(final)
+        fsync_path(out)
+        for blob in incoming.iterdir():
+            blob.unlink()
+        incoming.rmdir()
+        if not any(incoming.parent.iterdir()):
+            incoming.parent.rmdir()
+    await relay.json("POST", f"/api/v1/drops/{drop_id}/ack")
+    progress(f"{drop_id}: saved to {final}")
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+
+
+async def fetch(args: argparse.Namespace) -> int:
+    identity = load_identity(Path(args.identity))
+    out = Path(args.out)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=120)
+    ) as session:
+        relay = Relay(session, args.relay)
+        try:
+            await check_directory(relay, out)
+            await relay.login(identity)
+            listing = await relay.json("GET", "/api/v1/drops")
+            drops = listing["drops"]
+            print(
+                f"amanah-inbox: {len(drops)} drop(s) waiting for {listing['contact']}",
+                file=sys.stderr,
+            )
+            for drop in drops:
+                await fetch_drop(relay, drop, identity, out)
+        except aiohttp.ClientError as exc:
+            raise InboxError(
+                f"cannot reach the relay: {exc}", "check --relay, and that the relay is running"
+            ) from None
+    return 0
+
+
+# --- decrypt and reply --------------------------------------------------------------------
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    identity = load_identity(Path(args.identity))
+    try:
+        with open(args.file, "rb") as src:
+            if args.output:
+                with open(args.output, "xb") as dst:
+                    age.decrypt_stream(src, dst, [identity.identity])
+            else:
+                age.decrypt_stream(src, sys.stdout.buffer, [identity.identity])
+    except OSError as exc:
+        raise InboxError(f"cannot open a file: {exc.strerror}") from None
+    except CryptoError as exc:
+        raise InboxError(f"cannot decrypt: {exc}") from None
+    return 0
+
+
+async def reply(args: argparse.Namespace) -> int:
+    identity = load_identity(Path(args.identity))
+    manifest_path = Path(args.out) / args.drop / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        raise InboxError(
+            f"no fetched drop {args.drop} in {args.out}", "run `amanah-inbox fetch` first"
+        ) from None
+    reply_to = manifest.get("reply")
+    if not reply_to:
+        raise InboxError("this drop cannot be answered: it came without a codename")
+    sealed = age.encrypt(args.message.encode("utf-8"), [reply_to["recipient"]])
+    async with aiohttp.ClientSession() as session:
+        relay = Relay(session, args.relay)
+        try:
+            await relay.login(identity)
+            async with session.post(
+                f"{relay.base}/api/v1/replies/{reply_to['handle']}",
+                data=sealed,
+                headers={
+                    "Authorization": f"Bearer {relay.token}",
+                    "Content-Type": "application/octet-stream",
+                },
+            ) as response:
+                if response.status != 201:
+                    raise InboxError(
+                        f"the relay refused the reply: {response.status} "
+                        f"{_message(await response.read())}"
+                    )
+        except aiohttp.ClientError as exc:
+            raise InboxError(f"cannot reach the relay: {exc}") from None
+    print("amanah-inbox: reply sealed to the source and sent", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amanah-inbox",
+        description="Receive drops from an Amanah relay, decrypt them here, reply to sources.",
+        epilog=(
+            "example:\n"
+            "  amanah-inbox keygen -o me.txt > me.card      # give me.card to the operator\n"
+            "  amanah-inbox fetch --relay http://127.0.0.1:8081 --identity me.txt --out drops\n"
+            "  amanah-inbox reply DROP_ID -m 'Thank you' --relay ... --identity me.txt --out drops"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("keygen", help="make your keys; prints your member card")
+    p.add_argument("-o", "--output", required=True, help="identity file to create (mode 0600)")
+    p.set_defaults(run=cmd_keygen)
+    for name, helptext in (
+        ("fetch", "download, decrypt and save waiting drops"),
+        ("reply", "answer a drop's source"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        if name == "reply":
+            p.add_argument("drop", help="the drop's id (its folder name under --out)")
+            p.add_argument("--message", "-m", required=True, help="the reply text")
+        p.add_argument("--relay", required=True, help="the relay's journalist URL")
+        p.add_argument("--identity", "-i", required=True, help="your identity file")
+        p.add_argument("--out", required=True, help="where drops are saved")
+        p.set_defaults(run=fetch if name == "fetch" else reply)
+    p = sub.add_parser("decrypt", help="decrypt one age file offline (like age -d)")
+    p.add_argument("file")
+    p.add_argument("--identity", "-i", required=True)
+    p.add_argument("-o", "--output", help="write here instead of standard output")
+    p.set_defaults(run=cmd_decrypt)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+        return asyncio.run(result) if asyncio.iscoroutine(result) else int(result)
+    except KeyboardInterrupt:
+        return 130
+    except InboxError as exc:
+        print(f"amanah-inbox: error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"amanah-inbox: hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the dispatcher: a bug is reported, never a traceback
+        print(f"amanah-inbox: error: unexpected {type(exc).__name__}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

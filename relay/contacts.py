@@ -1,0 +1,81 @@
+"""Contacts as the operator manages them, and the signed directory that publishes them.
+
+Every change (add, remove, rotate a member) is written to the store and followed by a
+new directory version signed with the relay's directory key, so sources and contacts
+always see who receives, and with which keys, under the relay's signature.
+"""
+
+from __future__ import annotations
+
+from crypto.card import MemberCard
+from crypto.directory import Contact as DirectoryContact
+from crypto.directory import Directory, sign_directory
+from crypto.errors import KeyEncodingError
+from crypto.keys import SigningKey
+
+from .errors import ClientError, NotFound
+from .store import Contact, Store
+
+MemberRow = tuple[str, str, str, str]  # fingerprint, card, recipient, verify_key
+
+
+def parse_card(text: str) -> tuple[MemberCard, MemberRow]:
+    """A member card from the command line. Raises ClientError with a hint."""
+    try:
+        card = MemberCard.parse(text)
+    except KeyEncodingError as exc:
+        raise ClientError(
+            f"not a valid member card ({exc}); it is the line `amanah-inbox keygen` printed"
+        ) from None
+    row = (card.recipient.fingerprint, card.encode(), str(card.recipient), str(card.verify_key))
+    return card, row
+
+
+def _directory_contact(contact: Contact) -> DirectoryContact:
+    return DirectoryContact(
+        name=contact.name,
+        description=contact.description,
+        members=tuple(MemberCard.parse(m.card) for m in contact.members),
+        push_endpoint=contact.push_endpoint,
+        accepts_originals=contact.accepts_originals,
+    )
+
+
+async def publish_directory(store: Store, key: SigningKey, now: int) -> int:
+    """Signs the current contacts as the next directory version. Returns the version."""
+    latest = await store.latest_directory()
+    version = 1 if latest is None else latest[0] + 1
+    contacts = tuple(_directory_contact(c) for c in await store.list_contacts())
+    document = sign_directory(Directory(version, now, contacts), key)
+    await store.save_directory(version, now, document)
+    return version
+
+
+async def add_contact(
+    store: Store,
+    name: str,
+    cards: list[str],
+    description: str,
+    accepts_originals: bool,
+    now: int,
+) -> None:
+    """Raises ClientError for a bad name or card, Conflict if it exists."""
+    if not cards:
+        raise ClientError("a contact needs at least one --member CARD")
+    rows = [parse_card(c)[1] for c in cards]
+    try:  # validate exactly as the directory will, before anything is stored
+        DirectoryContact(name, description, tuple(MemberCard.parse(r[1]) for r in rows))
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
+    await store.add_contact(name, description, None, accepts_originals, rows, now)
+
+
+async def rotate_member(store: Store, name: str, old_card: str, new_card: str, now: int) -> None:
+    """Replaces one member's keys. Drops already sealed stay sealed to the old key (and
+    record its fingerprint); new drops use the new one. Raises NotFound, ClientError."""
+    old, _ = parse_card(old_card)
+    _, new_row = parse_card(new_card)
+    contact = await store.get_contact(name)
+    if not any(m.fingerprint == old.recipient.fingerprint for m in contact.members):
+        raise NotFound(f"contact {name!r} has no member with that card")
+    await store.replace_member(name, old.recipient.fingerprint, new_row, now)

@@ -1,0 +1,114 @@
+"""What both web apps share: the context object, security headers, and the one place
+that turns exceptions into responses.
+
+Rules:
+- every response carries a strict Content-Security-Policy (nothing but this relay's own
+  stylesheet may load; no script at all yet), `frame-ancestors 'none'`, no referrer,
+  `Cache-Control: no-store`;
+- a RelayError becomes its status hint with its message (written for the person who caused
+  it); anything else becomes a 500 that says nothing, and is logged by its type only:
+  an exception's text may hold a filename or a byte of a form.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from aiohttp import web
+
+from ..auth import Authenticator
+from ..config import Config
+from ..datadir import RelayKeys
+from ..errors import RelayError
+from ..sanitize import Sanitizer
+from ..staging import StagingArea
+from ..store import Store
+from .sessions import Sessions
+
+log = logging.getLogger("amanah.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    # Not aiohttp's "Python/3.x aiohttp/3.y": no software versions for a visitor to probe.
+    "Server": "Amanah",
+}
+
+
+@dataclass
+class RelayContext:
+    """Everything a handler may use, made once by the server and passed explicitly."""
+
+    config: Config
+    keys: RelayKeys
+    store: Store
+    staging: StagingArea
+    sanitizer: Sanitizer
+    sessions: Sessions
+    auth: Authenticator
+    templates: jinja2.Environment
+
+    @property
+    def drops_root(self) -> Path:
+        return self.config.blobs / "drops"
+
+    @property
+    def replies_root(self) -> Path:
+        return self.config.blobs / "replies"
+
+
+CONTEXT = web.AppKey("context", RelayContext)
+
+
+def templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("relay.web", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def error_middleware(
+    render: Callable[[web.Request, int, str], web.Response],
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Maps exceptions to responses with `render(request, status, message)`."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RelayError as exc:
+            response = render(request, exc.status, str(exc))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = render(request, exc.status, exc.reason)
+        except Exception as exc:  # the web error boundary: nothing escapes unanswered
+            log.error("internal error handling a request: %s", type(exc).__name__)
+            response = render(request, 500, "the relay could not complete this request")
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    return middleware
