@@ -173,6 +173,54 @@ class BlobStore:
         return removed
 
 
+class _HashingFile:
+    """The file a `write_file` callback writes to: counts and hashes what passes."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.size = 0
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def writelines(self, pieces: Iterable[bytes]) -> None:
+        for piece in pieces:
+            self.write(piece)
+
+
+def write_file(root: Path, relpath: str, fill: Callable[[BinaryIO], _T]) -> tuple[_T, int, str]:
+    """Blocking, for worker threads: writes the blob `relpath` by calling `fill(file)`,
+    with the same guarantees as `BlobStore.write` (temporary name, fsync, rename, fsync
+    of the directory; nothing visible on failure). Returns (fill's result, size, sha256 of
+    the bytes written). Raises ValueError for a bad path, and whatever `fill` raises."""
+    segments = check_relpath(relpath)
+    directory = _make_directories(root, segments[:-1])
+    temporary = directory / f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(temporary, flags, _FILE_MODE)
+    try:
+        os.fchmod(descriptor, _FILE_MODE)
+        with os.fdopen(descriptor, "wb") as file:
+            hashing = _HashingFile(file)
+            result = fill(hashing)  # type: ignore[arg-type]
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, directory / segments[-1])
+    except BaseException:
+        _unlink_missing_ok(temporary)
+        raise
+    _fsync_directory(directory)
+    return result, hashing.size, hashing.hash.hexdigest()
+
+
+def delete_tree(root: Path, prefix: str) -> None:
+    """Blocking: `BlobStore.delete_tree` for worker threads."""
+    _delete_tree(root.joinpath(*check_relpath(prefix)))
+
+
 class BlobWriter:
     """Pushes pieces into one blob. `write()` as often as needed, then `commit()` to
     publish it or `abort()` to discard it. As `async with`, leaving the block without a

@@ -15,7 +15,9 @@ from typing import Any
 
 from . import config as configuration
 from . import contacts, datadir
+from .blobs import BlobStore
 from .errors import ConfigError, Conflict, NotFound, RelayError
+from .ingest import drop_path
 from .store import Store
 
 EPILOG_MAIN = """\
@@ -116,11 +118,9 @@ def _contact_json(contact: Any) -> dict[str, Any]:
 async def cmd_contact_remove(args: argparse.Namespace) -> int:
     async def action(store: Store) -> int:
         deleted = await store.remove_contact(args.name)
-        from .blobs import BlobStore
-
-        blobs = BlobStore(_data_dir(args) / "blobs")
+        blob_store = BlobStore(_data_dir(args) / "blobs")
         for drop_id in deleted:
-            await blobs.delete_tree(f"drops/{drop_id}")
+            await blob_store.delete_tree(drop_path(drop_id))
         version = await _republish(store, _data_dir(args))
         print(f"removed {args.name}; {len(deleted)} drop(s) no one else was waiting for deleted")
         print(f"directory version {version}")

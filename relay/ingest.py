@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from typing import BinaryIO, TypeVar
 
 from crypto.keys import Recipient
 
+from . import blobs
 from .errors import ClientError
 from .sanitize import SNIFF_BYTES, Detected, Report, Sanitizer, detect
 from .staging import SealingWriter, StagedFile
@@ -112,7 +112,7 @@ class ItemRecord:
 
 
 class _HashingWriter:
-    """Counts and hashes the plaintext on its way into a SealingWriter."""
+    """Hashes the plaintext on its way into a SealingWriter (which counts it)."""
 
     def __init__(self, inner: SealingWriter) -> None:
         self._inner = inner
@@ -123,52 +123,26 @@ class _HashingWriter:
         return self._inner.write(data)
 
 
-def write_blob(folder: Path, name: str, fill: Callable[[BinaryIO], T]) -> tuple[T, SealedBlob]:
-    """Writes `folder/name` atomically: a temporary name, fsync, rename, fsync of the
-    folder. On any error the temporary file is removed and the error propagates."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = folder / f".tmp-{secrets.token_hex(8)}"
-    try:
-        with temporary.open("xb") as sink:
-            os.chmod(temporary, 0o600)
-            result = fill(sink)
-            sink.flush()
-            os.fsync(sink.fileno())
-        size = temporary.stat().st_size
-        digest = _file_sha256(temporary)
-        os.replace(temporary, folder / name)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return result, SealedBlob(name, size, digest)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+def write_blob(root: Path, relpath: str, fill: Callable[[BinaryIO], T]) -> tuple[T, SealedBlob]:
+    """Writes one blob atomically (see relay.blobs.write_file)."""
+    result, size, digest = blobs.write_file(root, relpath, fill)
+    return result, SealedBlob(relpath.rsplit("/", 1)[-1], size, digest)
 
 
 def _seal_bytes(
-    folder: Path, name: str, data: bytes, recipients: Sequence[Recipient]
+    root: Path, relpath: str, data: bytes, recipients: Sequence[Recipient]
 ) -> SealedBlob:
     def fill(sink: BinaryIO) -> None:
         writer = SealingWriter(sink, recipients)
         writer.write(data)
         writer.finish()
 
-    return write_blob(folder, name, fill)[1]
+    return write_blob(root, relpath, fill)[1]
 
 
 def _seal_item(
-    folder: Path,
+    root: Path,
+    drop_id: str,
     position: int,
     staged: StagedFile,
     sanitizer: Sanitizer,
@@ -186,7 +160,7 @@ def _seal_item(
             sealing.finish()
             return report, sealing.plaintext_size, hashing.digest.hexdigest()
 
-        (report, size, digest), blob = write_blob(folder, blob_name, fill)
+        (report, size, digest), blob = write_blob(root, f"{drop_path(drop_id)}/{blob_name}", fill)
     name = detected.name(position)
     return ItemRecord(blob_name, name, detected, size, digest, report), blob
 
@@ -236,7 +210,7 @@ def manifest(
 
 
 def seal_drop(
-    folder: Path,
+    root: Path,
     drop_id: str,
     created_at: int,
     message_text: str | None,
@@ -245,32 +219,29 @@ def seal_drop(
     sanitizer: Sanitizer,
     reply_to: ReplyTo | None,
 ) -> list[SealedBlob]:
-    """Blocking: seals the message and every staged file into `folder`, then the
-    manifest. Returns the blobs. On error, removes the folder's contents it wrote."""
-    blobs: list[SealedBlob] = []
+    """Blocking: seals the message and every staged file under `root/drops/<id>/`, then
+    the manifest. Returns the blobs, manifest first. On any error, removes what it wrote."""
+    folder = drop_path(drop_id)
+    written: list[SealedBlob] = []
     try:
         message_blob = None
         if message_text:
-            message_blob = _seal_bytes(
-                folder, "message", message_text.encode("utf-8"), routing.recipients
-            )
-            blobs.append(message_blob)
+            data = message_text.encode("utf-8")
+            message_blob = _seal_bytes(root, f"{folder}/message", data, routing.recipients)
+            written.append(message_blob)
         items = []
         for position, each in enumerate(staged, start=1):
-            item, blob = _seal_item(folder, position, each, sanitizer, routing.recipients)
+            item, blob = _seal_item(root, drop_id, position, each, sanitizer, routing.recipients)
             items.append(item)
-            blobs.append(blob)
+            written.append(blob)
         document = manifest(drop_id, created_at, message_blob, message_text, items, reply_to)
-        blobs.insert(0, _seal_bytes(folder, "manifest", document, routing.recipients))
+        written.insert(0, _seal_bytes(root, f"{folder}/manifest", document, routing.recipients))
     except BaseException:
-        remove_folder(folder)
+        blobs.delete_tree(root, folder)
         raise
-    return blobs
+    return written
 
 
-def remove_folder(folder: Path) -> None:
-    if not folder.exists():
-        return
-    for path in folder.iterdir():
-        path.unlink(missing_ok=True)
-    folder.rmdir()
+def drop_path(drop_id: str) -> str:
+    """Where a drop's blobs live, relative to the blob root."""
+    return f"drops/{drop_id}"

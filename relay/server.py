@@ -15,10 +15,10 @@ import sys
 
 from aiohttp import web
 
+from . import blobs
 from .auth import Authenticator
 from .config import Config
 from .datadir import RelayKeys
-from .ingest import remove_folder
 from .sanitize import Unstripped
 from .staging import StagingArea
 from .store import Store
@@ -38,20 +38,18 @@ def configure_logging() -> None:
 
 
 async def sweep_unrecorded(context: RelayContext) -> int:
-    """Removes drop folders with no drop row (a crash after writing, before recording)."""
-    root = context.drops_root
-    if not root.exists():
+    """Removes drop folders with no drop row (a crash after writing, before recording),
+    and temporary files a crash left anywhere under the blob root."""
+    root = context.config.blobs
+    await asyncio.to_thread(blobs.BlobStore(root).sweep_temporaries)
+    drops = root / "drops"
+    if not drops.exists():
         return 0
     recorded = {drop_id for drop_id, _ in await context.store.all_blob_names()}
-    removed = 0
-    for folder in root.iterdir():
-        if folder.is_dir() and folder.name not in recorded:
-            await asyncio.to_thread(remove_folder, folder)
-            removed += 1
-        elif folder.is_dir():
-            for temporary in folder.glob(".tmp-*"):
-                temporary.unlink(missing_ok=True)
-    return removed
+    unrecorded = [f.name for f in drops.iterdir() if f.is_dir() and f.name not in recorded]
+    for name in unrecorded:
+        await asyncio.to_thread(blobs.delete_tree, root, f"drops/{name}")
+    return len(unrecorded)
 
 
 async def start(

@@ -30,7 +30,7 @@ from aiohttp import web
 from crypto import format as age_format
 from crypto.errors import HeaderError
 
-from .. import ingest
+from .. import blobs, ingest
 from ..errors import ClientError, LimitExceeded, NotFound, Unauthorized
 from ..store import Drop, Member, Reply
 from .common import CONTEXT, RelayContext, error_middleware, security_headers
@@ -170,7 +170,7 @@ async def ack(request: web.Request) -> web.Response:
     context = _context(request)
     deleted = await context.store.ack_drop(drop.id, member.contact, int(time.time()))
     if deleted:
-        await asyncio.to_thread(ingest.remove_folder, context.drops_root / drop.id)
+        await asyncio.to_thread(blobs.delete_tree, context.config.blobs, ingest.drop_path(drop.id))
     return web.json_response({"id": drop.id, "deleted": deleted})
 
 
@@ -201,7 +201,7 @@ async def reply(request: web.Request) -> web.Response:
     reply_id = secrets.token_hex(16)
 
     def write() -> None:
-        ingest.write_blob(context.replies_root, reply_id, lambda sink: sink.write(body))
+        ingest.write_blob(context.config.blobs, f"replies/{reply_id}", lambda f: f.write(body))
 
     await asyncio.to_thread(write)
     await context.store.add_reply(

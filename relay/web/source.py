@@ -29,7 +29,7 @@ from crypto import age
 from crypto.codename import derive_codename_keys, generate_codename, normalize_codename
 from crypto.errors import AgeError, CodenameError
 
-from .. import ingest
+from .. import blobs, ingest
 from ..errors import ClientError, Forbidden, LimitExceeded, Unauthorized
 from ..staging import StagedFile
 from ..store import Blob, Drop
@@ -183,11 +183,10 @@ async def _store_drop(
             raise Unauthorized("your session has ended; log in again")
         _, reply_recipient, reply_handle = source
     drop_id = ingest.new_drop_id()
-    folder = context.drops_root / drop_id
     created = ingest.hour(now)
-    blobs = await asyncio.to_thread(
+    sealed = await asyncio.to_thread(
         ingest.seal_drop,
-        folder,
+        context.config.blobs,
         drop_id,
         created,
         text or None,
@@ -203,14 +202,14 @@ async def _store_drop(
                 source_login=login_id,
                 created_at=created,
                 sealed_on="relay",
-                total_size=sum(b.size for b in blobs),
-                blobs=tuple(Blob(b.name, b.size, b.sha256) for b in blobs),
+                total_size=sum(b.size for b in sealed),
+                blobs=tuple(Blob(b.name, b.size, b.sha256) for b in sealed),
                 contacts=routing.contacts,
                 key_fingerprints=tuple(fp for _, fp in routing.keys),
             )
         )
     except BaseException:
-        await asyncio.to_thread(ingest.remove_folder, folder)
+        await asyncio.to_thread(blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id))
         raise
     session.login_id = login_id
     return _page(request, "receipt.html", codename=codename, contacts_sent=routing.contacts)
