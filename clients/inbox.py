@@ -198,17 +198,25 @@ async def download(
         raise InboxError(f"{label} arrived damaged (checksum mismatch); run fetch again")
 
 
-def decrypt_file(sealed: Path, plain: Path, identity: MemberIdentity) -> None:
+class Keys:
+    """The member's identities: the first authenticates; all of them decrypt (a member
+    whose keys were rotated keeps the old file to open drops sealed before the change)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.members = [load_identity(Path(p)) for p in paths]
+        self.current = self.members[0]
+        self.decrypting = [m.identity for m in self.members]
+
+
+def decrypt_file(sealed: Path, plain: Path, keys: Keys) -> None:
     fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with sealed.open("rb") as src, os.fdopen(fd, "wb") as dst:
-        age.decrypt_stream(src, dst, [identity.identity])
+        age.decrypt_stream(src, dst, keys.decrypting)
         dst.flush()
         os.fsync(dst.fileno())
 
 
-async def fetch_drop(
-    relay: Relay, drop: dict[str, Any], identity: MemberIdentity, out: Path
-) -> None:
+async def fetch_drop(relay: Relay, drop: dict[str, Any], keys: Keys, out: Path) -> None:
     drop_id = drop["id"]
     if not _DROP_ID.fullmatch(drop_id):
         raise InboxError("the relay listed a malformed drop id")
@@ -233,7 +241,7 @@ async def fetch_drop(
             partial.rmdir()
         partial.mkdir(mode=0o700)
         try:
-            manifest_bytes = age.decrypt((incoming / "manifest").read_bytes(), [identity.identity])
+            manifest_bytes = age.decrypt((incoming / "manifest").read_bytes(), keys.decrypting)
             manifest = json.loads(manifest_bytes)
         except (CryptoError, ValueError) as exc:
             raise InboxError(f"drop {drop_id} has an unreadable manifest: {exc}") from None
@@ -244,7 +252,7 @@ async def fetch_drop(
             if not _SAFE_NAME.fullmatch(entry["name"]):
                 raise InboxError(f"drop {drop_id} names a file unsafely; not saved")
             await asyncio.to_thread(
-                decrypt_file, incoming / entry["blob"], partial / entry["name"], identity
+                decrypt_file, incoming / entry["blob"], partial / entry["name"], keys
             )
         fd = os.open(partial / "manifest.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -265,7 +273,7 @@ async def fetch_drop(
 
 
 async def fetch(args: argparse.Namespace) -> int:
-    identity = load_identity(Path(args.identity))
+    keys = Keys(args.identity)
     out = Path(args.out)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     async with aiohttp.ClientSession(
@@ -274,7 +282,7 @@ async def fetch(args: argparse.Namespace) -> int:
         relay = Relay(session, args.relay)
         try:
             await check_directory(relay, out)
-            await relay.login(identity)
+            await relay.login(keys.current)
             listing = await relay.json("GET", "/api/v1/drops")
             drops = listing["drops"]
             print(
@@ -282,7 +290,7 @@ async def fetch(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             for drop in drops:
-                await fetch_drop(relay, drop, identity, out)
+                await fetch_drop(relay, drop, keys, out)
         except aiohttp.ClientError as exc:
             raise InboxError(
                 f"cannot reach the relay: {exc}", "check --relay, and that the relay is running"
@@ -294,14 +302,14 @@ async def fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    identity = load_identity(Path(args.identity))
+    keys = Keys(args.identity)
     try:
         with open(args.file, "rb") as src:
             if args.output:
                 with open(args.output, "xb") as dst:
-                    age.decrypt_stream(src, dst, [identity.identity])
+                    age.decrypt_stream(src, dst, keys.decrypting)
             else:
-                age.decrypt_stream(src, sys.stdout.buffer, [identity.identity])
+                age.decrypt_stream(src, sys.stdout.buffer, keys.decrypting)
     except OSError as exc:
         raise InboxError(f"cannot open a file: {exc.strerror}") from None
     except CryptoError as exc:
@@ -310,7 +318,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 
 async def reply(args: argparse.Namespace) -> int:
-    identity = load_identity(Path(args.identity))
+    keys = Keys(args.identity)
     manifest_path = Path(args.out) / args.drop / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -325,7 +333,7 @@ async def reply(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession() as session:
         relay = Relay(session, args.relay)
         try:
-            await relay.login(identity)
+            await relay.login(keys.current)
             async with session.post(
                 f"{relay.base}/api/v1/replies/{reply_to['handle']}",
                 data=sealed,
@@ -370,12 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("drop", help="the drop's id (its folder name under --out)")
             p.add_argument("--message", "-m", required=True, help="the reply text")
         p.add_argument("--relay", required=True, help="the relay's journalist URL")
-        p.add_argument("--identity", "-i", required=True, help="your identity file")
+        p.add_argument(
+            "--identity",
+            "-i",
+            required=True,
+            action="append",
+            help="your identity file; repeat to add old ones after a key rotation",
+        )
         p.add_argument("--out", required=True, help="where drops are saved")
         p.set_defaults(run=fetch if name == "fetch" else reply)
     p = sub.add_parser("decrypt", help="decrypt one age file offline (like age -d)")
     p.add_argument("file")
-    p.add_argument("--identity", "-i", required=True)
+    p.add_argument("--identity", "-i", required=True, action="append", help="identity file(s)")
     p.add_argument("-o", "--output", help="write here instead of standard output")
     p.set_defaults(run=cmd_decrypt)
     return parser

@@ -13,6 +13,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,18 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+async def _record(request: web.Request, kind: str) -> None:
+    """Keeps the error for `amanah status`: its type and the route, never the request."""
+    route = request.match_info.route.resource
+    where = route.canonical if route is not None else "unrouted"
+    try:
+        await request.app[CONTEXT].store.add_event(
+            "internal", f"{kind} in {where}", int(time.time())
+        )
+    except Exception:  # noqa: S110 - the store itself may be what failed; the log has it
+        pass
+
+
 def error_middleware(
     render: Callable[[web.Request, int, str], web.Response],
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -106,7 +119,9 @@ def error_middleware(
                 raise
             response = render(request, exc.status, exc.reason)
         except Exception as exc:  # the web error boundary: nothing escapes unanswered
-            log.error("internal error handling a request: %s", type(exc).__name__)
+            kind = type(exc).__name__
+            log.error("internal error handling a request: %s", kind)
+            await _record(request, kind)
             response = render(request, 500, "the relay could not complete this request")
         response.headers.update(SECURITY_HEADERS)
         return response
