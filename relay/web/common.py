@@ -12,10 +12,11 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
@@ -63,6 +64,11 @@ class RelayContext:
     sessions: Sessions
     auth: Authenticator
     templates: jinja2.Environment
+    # Codename derivations (Argon2id, 8 MiB each) and drop sealing (CPU-bound, ~3 MiB of
+    # buffers per thread) run in worker threads; more at once than there are cores only
+    # adds memory. Each relay, and so each event loop, has its own.
+    derivations: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    sealing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
     @property
     def drops_root(self) -> Path:

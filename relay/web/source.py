@@ -40,8 +40,6 @@ STATIC = Path(__file__).parent / "static"
 # Multipart framing around the files: boundaries, part headers, the small fields.
 FORM_OVERHEAD = 1 << 20
 READ_SIZE = 1 << 20  # measured: 1 MiB reads of multipart parts are ~60% faster than 64 KiB
-# Codename derivation is Argon2id with 64 MiB: bound how many run at once.
-DERIVATIONS = asyncio.Semaphore(2)
 
 
 def _context(request: web.Request) -> RelayContext:
@@ -169,7 +167,7 @@ async def _store_drop(
     codename = None
     if session.login_id is None:
         codename = generate_codename()
-        async with DERIVATIONS:
+        async with context.derivations:
             keys = await asyncio.to_thread(
                 derive_codename_keys, codename, context.keys.codename_salt
             )
@@ -184,17 +182,18 @@ async def _store_drop(
         _, reply_recipient, reply_handle = source
     drop_id = ingest.new_drop_id()
     created = ingest.hour(now)
-    sealed = await asyncio.to_thread(
-        ingest.seal_drop,
-        context.config.blobs,
-        drop_id,
-        created,
-        text or None,
-        staged,
-        routing,
-        context.sanitizer,
-        ingest.ReplyTo(reply_recipient, reply_handle),
-    )
+    async with context.sealing:
+        sealed = await asyncio.to_thread(
+            ingest.seal_drop,
+            context.config.blobs,
+            drop_id,
+            created,
+            text or None,
+            staged,
+            routing,
+            context.sanitizer,
+            ingest.ReplyTo(reply_recipient, reply_handle),
+        )
     try:
         await context.store.add_drop(
             Drop(
@@ -231,7 +230,7 @@ async def login(request: web.Request) -> web.Response:
         codename = normalize_codename(str(form.get("codename", "")))
     except CodenameError as exc:
         return _page(request, "login.html", status=400, error=str(exc))
-    async with DERIVATIONS:
+    async with context.derivations:
         keys = await asyncio.to_thread(derive_codename_keys, codename, context.keys.codename_salt)
     source = await context.store.get_source(keys.login_id)
     if source is None:

@@ -234,8 +234,8 @@ def test_params_refuse_limits_libsodium_would_refuse(limits: dict[str, int]) -> 
         CodenameParams(**limits)
 
 
-def test_default_params_are_libsodium_interactive() -> None:
-    assert (DEFAULT_PARAMS.opslimit, DEFAULT_PARAMS.memlimit) == (2, 64 * 1024 * 1024)
+def test_default_params_are_the_documented_ones() -> None:
+    assert (DEFAULT_PARAMS.opslimit, DEFAULT_PARAMS.memlimit) == (3, 8 * 1024 * 1024)
 
 
 # --- known answers, and an independent implementation of the construction ------------
