@@ -51,7 +51,7 @@ class Authenticator:
 
     def challenge(self, verify_key: str, now: float) -> bytes:
         """A fresh challenge for `verify_key`. Raises ClientError for a malformed key."""
-        _parse_key(verify_key)
+        verify_key = canonical_key(verify_key)
         self._expire(now)
         while len(self._challenges) >= MAX_OUTSTANDING:
             self._challenges.pop(next(iter(self._challenges)))
@@ -63,10 +63,11 @@ class Authenticator:
         self, verify_key: str, challenge: bytes, signature: bytes, now: float, is_member: bool
     ) -> str:
         """A token, if `signature` answers `challenge` for a member key. Raises Unauthorized."""
+        key = _parse_key(verify_key)
+        verify_key = str(key)  # the canonical form, as issued and as the store knows it
         issued = self._challenges.pop(challenge, None)
         if issued is None or issued[0] != verify_key or issued[1] < now:
             raise Unauthorized("unknown, expired or already used challenge")
-        key = _parse_key(verify_key)
         try:
             key.verify(auth_message(self._relay_key, challenge), signature)
         except SignatureError:
@@ -104,10 +105,23 @@ class Authenticator:
         return self._challenge_seconds
 
     def _expire(self, now: float) -> None:
-        for value in [v for v, (_, t) in self._challenges.items() if t < now]:
-            del self._challenges[value]
-        for digest in [d for d, s in self._tokens.items() if s.expires_at < now]:
-            del self._tokens[digest]
+        # Both tables are in issue order and every entry lives equally long, so the
+        # expired ones are at the front: constant work per request, not a scan.
+        while self._challenges:
+            first = next(iter(self._challenges))
+            if self._challenges[first][1] >= now:
+                break
+            del self._challenges[first]
+        while self._tokens:
+            first = next(iter(self._tokens))
+            if self._tokens[first].expires_at >= now:
+                break
+            del self._tokens[first]
+
+
+def canonical_key(text: str) -> str:
+    """The one spelling of a signing public key (lowercase, no spaces). Raises ClientError."""
+    return str(_parse_key(text))
 
 
 def _parse_key(text: str) -> VerifyKey:

@@ -16,7 +16,7 @@ from typing import Any
 from . import config as configuration
 from . import contacts, datadir
 from .blobs import BlobStore
-from .errors import ConfigError, Conflict, NotFound, RelayError
+from .errors import ClientError, ConfigError, Conflict, NotFound, RelayError
 from .ingest import drop_path
 from .store import Store
 
@@ -132,9 +132,13 @@ async def cmd_contact_remove(args: argparse.Namespace) -> int:
 async def cmd_contact_rotate(args: argparse.Namespace) -> int:
     old, sep, new = args.member.partition("=")
     if not sep:
-        raise ConfigError("--member takes OLDCARD=NEWCARD")
+        raise ClientError("--member takes OLDCARD=NEWCARD")
 
     async def action(store: Store) -> int:
+        if old.strip() == new.strip():
+            raise ClientError(
+                "the new card is the old one; make new keys with `amanah-inbox keygen`"
+            )
         await contacts.rotate_member(store, args.name, old.strip(), new.strip(), _now())
         version = await _republish(store, _data_dir(args))
         print(f"rotated a member of {args.name}; directory version {version}")
@@ -199,6 +203,20 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(
+    sub: Any, name: str, help: str, example: str, parents: list[argparse.ArgumentParser]
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with a worked example, printed as written."""
+    return sub.add_parser(  # type: ignore[no-any-return]
+        name,
+        parents=parents,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amanah",
@@ -212,30 +230,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "init", parents=[common], help="create a data directory, its config and keys"
+    p = _command(
+        sub,
+        "init",
+        "create a data directory, its config and the relay's keys",
+        "amanah init --data ./relay",
+        [common],
     )
     p.set_defaults(run=cmd_init)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "serve",
-        parents=[common],
-        help="run the relay",
-        epilog="example: amanah serve --no-tor --source-port 8080 --journalist-port 8081",
+        "run the relay",
+        "amanah serve --no-tor --source-port 8080 --journalist-port 8081",
+        [common],
     )
     p.add_argument("--no-tor", action="store_true", help="loopback only, no onion services")
     p.add_argument("--source-port", type=int, metavar="P", help="port of the source pages")
     p.add_argument("--journalist-port", type=int, metavar="Q", help="port of the journalist API")
     p.set_defaults(run=cmd_serve)
 
-    contact = sub.add_parser("contact", help="register, list, remove contacts; rotate keys")
+    contact = _command(
+        sub,
+        "contact",
+        "register, list and remove contacts; rotate members' keys",
+        'amanah contact add the-daily --member "$(cat alice.card)"',
+        [],
+    )
     csub = contact.add_subparsers(dest="contact_command", required=True, metavar="ACTION")
-    p = csub.add_parser(
+    p = _command(
+        csub,
         "add",
-        parents=[common],
-        help="register a contact with its members' cards",
-        epilog='example: amanah contact add the-daily --member "$(cat alice.card)" '
-        '--description "The Daily"',
+        "register a contact with its members' cards",
+        'amanah contact add the-daily --member "$(cat alice.card)" --description "The Daily"',
+        [common],
     )
     p.add_argument("name", help="short name: lowercase letters, digits and -")
     p.add_argument(
@@ -243,34 +272,44 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="CARD",
-        help="a member card (repeat for more)",
+        help="a member card, as `amanah-inbox keygen` printed it (repeat for more)",
     )
     p.add_argument("--description", default="", help="what sources see about this contact")
     p.add_argument(
         "--accepts-originals", action="store_true", help="may receive unstripped originals"
     )
     p.set_defaults(run=cmd_contact_add)
-    p = csub.add_parser("list", parents=[common], help="list contacts and their members")
+    p = _command(
+        csub, "list", "list contacts and their members", "amanah contact list --json", [common]
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_contact_list)
-    p = csub.add_parser(
-        "remove", parents=[common], help="remove a contact (and revoke its members)"
+    p = _command(
+        csub,
+        "remove",
+        "remove a contact and revoke its members",
+        "amanah contact remove the-daily",
+        [common],
     )
     p.add_argument("name")
     p.set_defaults(run=cmd_contact_remove)
-    p = csub.add_parser(
+    p = _command(
+        csub,
         "rotate",
-        parents=[common],
-        help="replace one member's keys",
-        epilog="example: amanah contact rotate the-daily "
-        '--member "$(cat old.card)=$(cat new.card)"',
+        "replace one member's keys",
+        'amanah contact rotate the-daily --member "$(cat old.card)=$(cat new.card)"',
+        [common],
     )
     p.add_argument("name")
     p.add_argument("--member", required=True, metavar="OLDCARD=NEWCARD")
     p.set_defaults(run=cmd_contact_rotate)
 
-    p = sub.add_parser(
-        "status", parents=[common], help="contacts, waiting drops, storage, recent errors"
+    p = _command(
+        sub,
+        "status",
+        "contacts, waiting drops, storage, recent errors",
+        "amanah status --json",
+        [common],
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_status)

@@ -9,6 +9,7 @@ default that, say, allows larger uploads than the operator meant.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -131,9 +132,11 @@ def load(data_dir: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"no {CONFIG_NAME} in the data directory (run `amanah init`)") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{CONFIG_NAME} cannot be read: {exc}") from exc
-    for name in document:
+    for name, value in document.items():
         if name not in _SECTIONS:
             raise ConfigError(f"{CONFIG_NAME}: unknown section [{name}]")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{CONFIG_NAME}: {name} must be a [{name}] table of settings")
     merged: dict[str, dict[str, Any]] = {k: dict(document.get(k, {})) for k in _SECTIONS}
     for variable, (section, key) in _ENV.items():
         if variable in environ:
@@ -155,8 +158,19 @@ def validate(config: Config) -> None:
             raise ConfigError(f"port {port} is out of range")
     if server.source_port == server.journalist_port:
         raise ConfigError("source_port and journalist_port must differ")
-    if not (server.host.startswith("127.") or server.host in ("::1", "localhost")):
+    if not _is_loopback(server.host):
         raise ConfigError("server.host must be a loopback address; Tor reaches the relay there")
+
+
+def _is_loopback(host: str) -> bool:
+    """An IP literal in 127.0.0.0/8 or ::1, or the name localhost. Other names are refused
+    even when they look loopback ("127.example.org" can resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def with_ports(config: Config, source: int | None, journalist: int | None) -> Config:

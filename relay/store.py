@@ -99,6 +99,15 @@ class Event:
     detail: str
 
 
+class NewSource(NamedTuple):
+    """A source to register with its first drop."""
+
+    login_id: str
+    reply_recipient: str
+    reply_handle: str
+    created_at: int
+
+
 class MemberKeys(NamedTuple):
     """A member to register: a plain (fingerprint, card, recipient, verify_key) tuple also
     does."""
@@ -520,15 +529,25 @@ class Store:
 
     # Drops
 
-    async def add_drop(self, drop: Drop) -> None:
+    async def add_drop(self, drop: Drop, new_source: NewSource | None = None) -> None:
         """Records a complete drop: call it only once every blob is fsynced on disk.
+        `new_source` registers the drop's source in the same transaction (a first drop),
+        so a source exists only together with a drop it sent.
 
         Raises ValueError if the drop addresses no contact, repeats a contact, blob name or
-        key, or has an unknown `sealed_on`; Conflict if the id exists; NotFound if the
-        source, an addressed contact, or a key (as a member of an addressed contact) is
-        unknown. On any error nothing of the drop is recorded."""
+        key, or has an unknown `sealed_on`; Conflict if the id (or the new source) exists;
+        NotFound if the source, an addressed contact, or a key (as a member of an addressed
+        contact) is unknown. On any error nothing of the drop is recorded."""
         _check_drop(drop)
         async with self._transaction("add a drop") as db:
+            if new_source is not None:
+                with _constraints(duplicate="that source exists already"):
+                    await _run(
+                        db,
+                        "INSERT INTO sources (login_id, reply_recipient, reply_handle, created_at)"
+                        " VALUES (?, ?, ?, ?)",
+                        new_source,
+                    )
             with _constraints(
                 duplicate="a drop with that id exists already", missing="no such source"
             ):

@@ -124,6 +124,8 @@ def error_middleware(
             if exc.status < 400:
                 raise
             response = render(request, exc.status, exc.reason)
+            if "Allow" in exc.headers:  # a 405 must say what is allowed (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
         except Exception as exc:  # the web error boundary: nothing escapes unanswered
             kind = type(exc).__name__
             log.error("internal error handling a request: %s", kind)

@@ -31,6 +31,7 @@ from crypto import format as age_format
 from crypto.errors import HeaderError
 
 from .. import blobs, ingest
+from ..auth import canonical_key
 from ..errors import ClientError, LimitExceeded, NotFound, Unauthorized
 from ..store import Drop, Member, Reply
 from .common import CONTEXT, RelayContext, error_middleware, security_headers
@@ -53,7 +54,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise ClientError("send a JSON body (Content-Type: application/json)")
     try:
         body = json.loads(await request.read())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ClientError("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ClientError("the body must be a JSON object")
@@ -131,7 +132,7 @@ async def challenge(request: web.Request) -> web.Response:
 async def token(request: web.Request) -> web.Response:
     context = _context(request)
     body = await _json_body(request)
-    verify_key = _string(body, "verify_key")
+    verify_key = canonical_key(_string(body, "verify_key"))
     challenge_bytes = _b64(_string(body, "challenge"), "challenge")
     signature = _b64(_string(body, "signature"), "signature")
     member = await context.store.member_by_verify_key(verify_key)
@@ -159,6 +160,18 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     if not _BLOB_NAME.fullmatch(name) or name not in {b.name for b in drop.blobs}:
         raise NotFound("no such blob")
     path = _context(request).drops_root / drop.id / name
+    size = next((b.size for b in drop.blobs if b.name == name), 0)
+    try:
+        requested = request.http_range
+    except ValueError:
+        requested = slice(None)  # a malformed Range is ignored, as RFC 9110 allows
+    start = requested.start
+    if start is not None and (start >= size if start >= 0 else size == 0):
+        return web.json_response(
+            {"error": "the requested range starts beyond the end of the blob"},
+            status=416,
+            headers={"Content-Range": f"bytes */{size}"},
+        )
     # FileResponse streams from disk and answers Range requests (206), so an interrupted
     # download resumes where it stopped.
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
@@ -186,9 +199,12 @@ async def reply(request: web.Request) -> web.Response:
     limit = context.config.limits.max_reply_bytes
     if request.content_length is not None and request.content_length > limit:
         raise LimitExceeded("the reply is too large")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise LimitExceeded("the reply is too large")
+    received = bytearray()
+    async for piece in request.content.iter_chunked(64 * 1024):  # to the end, however sent
+        received += piece
+        if len(received) > limit:
+            raise LimitExceeded("the reply is too large")
+    body = bytes(received)
     try:  # the relay cannot read a reply, but it can refuse what is not an age file
         end = age_format.find_header_end(body)
         if end is None:

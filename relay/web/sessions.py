@@ -52,11 +52,11 @@ class Sessions:
 
     def get(self, session_id: str | None, now: float) -> Session | None:
         self._expire(now)
-        if session_id is None:
+        if session_id is None or session_id not in self._sessions:
             return None
-        session = self._sessions.get(session_id)
-        if session is not None:
-            session.last_used = now
+        session = self._sessions.pop(session_id)  # re-inserted: the order is by last use
+        session.last_used = now
+        self._sessions[session_id] = session
         return session
 
     def end(self, session_id: str | None) -> None:

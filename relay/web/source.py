@@ -32,13 +32,14 @@ from crypto.errors import AgeError, CodenameError
 from .. import blobs, ingest
 from ..errors import ClientError, Forbidden, LimitExceeded, Unauthorized
 from ..staging import StagedFile
-from ..store import Blob, Drop
+from ..store import Blob, Drop, NewSource
 from .common import CONTEXT, RelayContext, error_middleware, security_headers
 from .sessions import COOKIE, Session
 
 STATIC = Path(__file__).parent / "static"
 # Multipart framing around the files: boundaries, part headers, the small fields.
 FORM_OVERHEAD = 1 << 20
+MAX_CONTACT_FIELDS = 64  # far more than any relay registers; bounds a list built in RAM
 READ_SIZE = 1 << 20  # measured: 1 MiB reads of multipart parts are ~60% faster than 64 KiB
 
 
@@ -120,16 +121,24 @@ async def submit(request: web.Request) -> web.Response:
     staged: list[StagedFile] = []
     try:
         session = await _check_csrf(request, reader)
-        message, requested, total = None, [], 0
+        message: str | None = None
+        requested: list[str] = []
+        total = 0  # every byte of every part counts against the limit, not only files
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 raise ClientError("nested multipart is not accepted")
             if part.name == "message":
+                if message is not None:
+                    raise ClientError("the form has more than one message field")
                 message = await _read_field(part, limits.max_message_chars * 4, "message")
                 if len(message) > limits.max_message_chars:
                     raise LimitExceeded("the message is too long")
+                total += len(message.encode("utf-8"))
             elif part.name == "contact":
+                if len(requested) >= MAX_CONTACT_FIELDS:
+                    raise ClientError("the drop is addressed to too many contacts")
                 requested.append(await _read_field(part, 128, "contact name"))
+                total += len(requested[-1])
             elif part.name == "files":
                 if len(staged) >= limits.max_files:
                     raise LimitExceeded(f"at most {limits.max_files} files can be sent at once")
@@ -138,7 +147,10 @@ async def submit(request: web.Request) -> web.Response:
                 if staged[-1].size == 0:  # an empty file input: browsers send an empty part
                     staged.pop().discard()
             else:
-                await part.release()
+                # Not read to its end (that would let any amount through): refused.
+                raise ClientError("the form has a field this relay does not know")
+            if total > limits.max_total_bytes:
+                raise LimitExceeded("the submission is larger than this relay accepts")
         for each in staged:
             each.close()
         return await _store_drop(request, session, message, requested, staged)
@@ -164,7 +176,7 @@ async def _store_drop(
         raise ClientError("nothing to send: write a message or choose a file")
     routing = ingest.route(await context.store.list_contacts(), requested)
     now = int(time.time())
-    codename = None
+    codename, new_source = None, None
     if session.login_id is None:
         codename = generate_codename()
         async with context.derivations:
@@ -173,7 +185,7 @@ async def _store_drop(
             )
         login_id, reply_recipient = keys.login_id, str(keys.reply_identity.recipient)
         reply_handle = ingest.new_drop_id()
-        await context.store.add_source(login_id, reply_recipient, reply_handle, now)
+        new_source = NewSource(login_id, reply_recipient, reply_handle, now)
     else:
         login_id = session.login_id
         source = await context.store.get_source(login_id)
@@ -205,7 +217,8 @@ async def _store_drop(
                 blobs=tuple(Blob(b.name, b.size, b.sha256) for b in sealed),
                 contacts=routing.contacts,
                 key_fingerprints=tuple(fp for _, fp in routing.keys),
-            )
+            ),
+            new_source,
         )
     except BaseException:
         await asyncio.to_thread(blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id))
