@@ -9,7 +9,7 @@ Peers, each its own server process on 127.0.0.1 (nothing else is ever a target):
   does what a browser does: GET / for the session cookie and the form, then POST /submit
   with the form's fields in document order (the CSRF token first). The relay seals each
   piece into staging as it arrives, then (after the last byte) derives the new source's
-  codename (Argon2id, 64 MiB) and re-seals the staged file into the drop (fsynced).
+  codename (Argon2id, 8 MiB) and re-seals the staged file into the drop (fsynced).
 - onionshare: `onionshare-cli --receive --local-only` from PyPI (`--onionshare-spec`),
   installed by this script into its own venv outside the repository on first use
   (`--onionshare-venv`). Its port is read from what it prints; the route and the field
@@ -872,7 +872,7 @@ def report(
     print(
         "(upload-phase RSS: the peak until the last byte was sent; spread: slowest / fastest"
         " upload. Amanah's peak after the body is the new source's codename, Argon2id with"
-        " 64 MiB, at most 2 at once, and the re-seal in worker threads.)"
+        " 8 MiB, at most 2 at once, and the re-seal in worker threads.)"
     )
     conc = max(s.rss_mib for s in together["amanah"])
     peaks = [max(s.rss_mib for s in single[size]["amanah"]) for size in sizes]
