@@ -226,28 +226,24 @@ def decrypt(data: bytes, identities: Iterable[str | Identity]) -> bytes:
     return b"".join(decryptor.update(data) + decryptor.finalize())
 
 
-def encrypt_stream(src: BinaryIO, dst: BinaryIO, recipients: Iterable[str | Recipient]) -> int:
-    """Seals `src` into `dst`, reading 1 MiB at a time. Returns bytes written."""
-    encryptor = Encryptor(recipients)
+def _pump(src: BinaryIO, dst: BinaryIO, core: Encryptor | Decryptor) -> int:
+    """Feeds `src` through `core` into `dst`, 1 MiB at a time. Returns bytes written."""
     written = 0
     while data := src.read(READ_SIZE):
-        pieces = encryptor.update(data)
+        pieces = core.update(data)
         dst.writelines(pieces)
         written += sum(map(len, pieces))
-    pieces = encryptor.finalize()
+    pieces = core.finalize()
     dst.writelines(pieces)
     return written + sum(map(len, pieces))
+
+
+def encrypt_stream(src: BinaryIO, dst: BinaryIO, recipients: Iterable[str | Recipient]) -> int:
+    """Seals `src` into `dst`, reading 1 MiB at a time. Returns bytes written."""
+    return _pump(src, dst, Encryptor(recipients))
 
 
 def decrypt_stream(src: BinaryIO, dst: BinaryIO, identities: Iterable[str | Identity]) -> int:
     """Opens `src` into `dst`. Returns plaintext bytes written. On an AgeError, what was
     already written to `dst` must be discarded (see the module docstring)."""
-    decryptor = Decryptor(identities)
-    written = 0
-    while data := src.read(READ_SIZE):
-        pieces = decryptor.update(data)
-        dst.writelines(pieces)
-        written += sum(map(len, pieces))
-    pieces = decryptor.finalize()
-    dst.writelines(pieces)
-    return written + sum(map(len, pieces))
+    return _pump(src, dst, Decryptor(identities))

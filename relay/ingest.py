@@ -36,7 +36,7 @@ from . import blobs
 from .errors import ClientError
 from .sanitize import SNIFF_BYTES, Detected, Report, Sanitizer, detect
 from .staging import SealingWriter, StagedFile
-from .store import Contact
+from .store import Blob, Contact, Drop
 
 DROP_FORMAT = "amanah-drop-v1"
 T = TypeVar("T")
@@ -240,6 +240,26 @@ def seal_drop(
         blobs.delete_tree(root, folder)
         raise
     return written
+
+
+def drop_record(
+    drop_id: str,
+    source_login: str | None,
+    created_at: int,
+    sealed: Sequence[SealedBlob],
+    routing: Routing,
+) -> Drop:
+    """The database row of a drop sealed on the relay, from what `seal_drop` wrote."""
+    return Drop(
+        id=drop_id,
+        source_login=source_login,
+        created_at=created_at,
+        sealed_on="relay",
+        total_size=sum(b.size for b in sealed),
+        blobs=tuple(Blob(b.name, b.size, b.sha256) for b in sealed),
+        contacts=routing.contacts,
+        key_fingerprints=tuple(fp for _, fp in routing.keys),
+    )
 
 
 def drop_path(drop_id: str) -> str:

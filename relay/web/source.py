@@ -32,7 +32,7 @@ from crypto.errors import AgeError, CodenameError
 from .. import blobs, ingest
 from ..errors import ClientError, Forbidden, LimitExceeded, Unauthorized
 from ..staging import StagedFile
-from ..store import Blob, Drop, NewSource
+from ..store import NewSource
 from .common import CONTEXT, RelayContext, error_middleware, security_headers
 from .sessions import COOKIE, Session
 
@@ -208,17 +208,7 @@ async def _store_drop(
         )
     try:
         await context.store.add_drop(
-            Drop(
-                id=drop_id,
-                source_login=login_id,
-                created_at=created,
-                sealed_on="relay",
-                total_size=sum(b.size for b in sealed),
-                blobs=tuple(Blob(b.name, b.size, b.sha256) for b in sealed),
-                contacts=routing.contacts,
-                key_fingerprints=tuple(fp for _, fp in routing.keys),
-            ),
-            new_source,
+            ingest.drop_record(drop_id, login_id, created, sealed, routing), new_source
         )
     except BaseException:
         await asyncio.to_thread(blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id))

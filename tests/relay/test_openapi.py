@@ -56,7 +56,7 @@ from crypto.directory import verify_directory
 from crypto.keys import VerifyKey
 from relay import config as configuration
 from relay import contacts, datadir, ingest, server
-from relay.store import Blob, Drop, Store
+from relay.store import Store
 from relay.web import journalist, source
 from relay.web.common import RelayContext
 
@@ -172,18 +172,7 @@ async def seed_drop(context: RelayContext, login_id: str, reply_handle: str) -> 
         context.sanitizer,
         ingest.ReplyTo(str(reply_identity.recipient), reply_handle),
     )
-    await store.add_drop(
-        Drop(
-            id=drop_id,
-            source_login=login_id,
-            created_at=created,
-            sealed_on="relay",
-            total_size=sum(b.size for b in sealed),
-            blobs=tuple(Blob(b.name, b.size, b.sha256) for b in sealed),
-            contacts=routing.contacts,
-            key_fingerprints=tuple(fp for _, fp in routing.keys),
-        )
-    )
+    await store.add_drop(ingest.drop_record(drop_id, login_id, created, sealed, routing))
     return drop_id
 
 
