@@ -6,9 +6,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
 # Debian packages the relay itself needs at run time.
-RUN_PACKAGES=(python3 python3-venv libmagic1)
+RUN_PACKAGES=(python3 python3-venv libmagic1 tor ffmpeg bubblewrap)
 # Added for the test suite: the real tools that judge our output, and their test data.
-TEST_PACKAGES=(age golang-filippo-age-dev)
+TEST_PACKAGES=(age golang-filippo-age-dev libimage-exiftool-perl)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
