@@ -33,6 +33,7 @@ from .. import blobs, ingest
 from ..errors import ClientError, Forbidden, LimitExceeded, Unauthorized
 from ..staging import StagedFile
 from ..store import NewSource
+from . import tus
 from .common import CONTEXT, RelayContext, error_middleware, security_headers
 from .sessions import COOKIE, Session
 
@@ -64,6 +65,8 @@ def _page(request: web.Request, template: str, status: int = 200, **values: obje
 
 
 def _error_page(request: web.Request, status: int, message: str) -> web.Response:
+    if request.path == "/uploads" or request.path.startswith("/uploads/"):
+        return tus.error(status, message)  # machine clients: plain text, tus headers
     return _page(request, "error.html", status=status, message=message)
 
 
@@ -277,4 +280,5 @@ def make_app(context: RelayContext) -> web.Application:
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
+    tus.add_routes(app)
     return app

@@ -1,0 +1,288 @@
+"""Resumable uploads on the source service: the tus protocol 1.0.0 at `/uploads`.
+
+    OPTIONS /uploads          what this server speaks (versions, extensions, max size)
+    POST    /uploads          create an upload (Upload-Length, Upload-Metadata) -> 201 Location
+    HEAD    /uploads/{id}     how much has arrived (Upload-Offset): where to resume
+    PATCH   /uploads/{id}     append at Upload-Offset (application/offset+octet-stream)
+    DELETE  /uploads/{id}     abandon it
+
+Extensions: creation, termination, expiration. Sources upload video over circuits that
+drop every few minutes: every byte that arrived before a connection broke is kept, and a
+HEAD tells the client where to carry on.
+
+Rules:
+- every byte is sealed to the RAM-only staging key as it arrives (relay/staging.py): a
+  partial upload is never plaintext on disk; a restart abandons every upload in flight,
+  because the key that could open them is gone;
+- an upload id is 128 random bits: knowing it is what lets a client resume, so it is never
+  logged; uploads expire `UPLOAD_SECONDS` after their last byte;
+- a complete upload with no metadata becomes a drop of that one file addressed to every
+  contact (metadata `contacts` = comma-separated names addresses some); nothing a client
+  says about the file (its name, its type) is kept;
+- the offset a client sends must be the one the server has (409 otherwise), one PATCH at
+  a time per upload, and never past the declared length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import secrets
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+
+from aiohttp import web
+
+from .. import blobs, ingest
+from ..errors import ClientError, Conflict, LimitExceeded, NotFound, RelayError
+from ..staging import StagedFile
+from .common import CONTEXT, RelayContext
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,termination,expiration"
+# Kept after the last byte: long enough to outlast a lost circuit and a new one, short
+# enough that abandoned uploads do not pile up.
+UPLOAD_SECONDS = 24 * 3600
+MAX_UPLOADS = 1000  # in flight at once, all sources together: bounds RAM and disk
+MAX_METADATA = 4096
+READ_SIZE = 1 << 20
+
+
+class PreconditionFailed(ClientError):
+    status = 412
+
+
+class UnsupportedMediaType(ClientError):
+    status = 415
+
+
+class Gone(ClientError):
+    status = 410
+
+
+@dataclass
+class Upload:
+    length: int
+    staged: StagedFile
+    contacts: tuple[str, ...]
+    expires_at: float
+    offset: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Uploads:
+    """The uploads in flight, in this process's memory only."""
+
+    def __init__(self) -> None:
+        self._uploads: dict[str, Upload] = {}
+
+    def add(self, upload: Upload) -> str:
+        upload_id = secrets.token_hex(16)
+        self._uploads[upload_id] = upload
+        return upload_id
+
+    def get(self, upload_id: str, now: float) -> Upload:
+        self.expire(now)
+        upload = self._uploads.get(upload_id)
+        if upload is None:
+            raise NotFound("no such upload (it may have expired, or the relay restarted)")
+        return upload
+
+    def remove(self, upload_id: str) -> None:
+        upload = self._uploads.pop(upload_id, None)
+        if upload is not None:
+            upload.staged.discard()
+
+    def expire(self, now: float) -> None:
+        for upload_id in [i for i, u in self._uploads.items() if u.expires_at < now]:
+            self.remove(upload_id)
+
+    def __len__(self) -> int:
+        return len(self._uploads)
+
+
+UPLOADS = web.AppKey("uploads", Uploads)
+
+
+def _headers(**extra: str) -> dict[str, str]:
+    return {"Tus-Resumable": TUS_VERSION, **extra}
+
+
+def _expires(upload: Upload) -> str:
+    return formatdate(upload.expires_at, usegmt=True)
+
+
+def _check_version(request: web.Request) -> None:
+    if request.headers.get("Tus-Resumable") != TUS_VERSION:
+        raise PreconditionFailed(f"this server speaks tus {TUS_VERSION} only")
+
+
+def parse_metadata(header: str) -> dict[str, str]:
+    """`key base64value,key2 base64value`. Raises ClientError."""
+    if len(header) > MAX_METADATA:
+        raise ClientError("Upload-Metadata is too long")
+    metadata: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in header.split(","))):
+        key, _, value = pair.partition(" ")
+        if not key or key in metadata or not key.isascii() or not key.isprintable():
+            raise ClientError("Upload-Metadata is malformed")
+        try:
+            metadata[key] = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ClientError("Upload-Metadata values must be base64 of UTF-8") from None
+    return metadata
+
+
+async def options(request: web.Request) -> web.Response:
+    limit = request.app[CONTEXT].config.limits.max_total_bytes
+    return web.Response(
+        status=204,
+        headers=_headers(
+            **{"Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS, "Tus-Max-Size": str(limit)}
+        ),
+    )
+
+
+async def create(request: web.Request) -> web.Response:
+    _check_version(request)
+    context: RelayContext = request.app[CONTEXT]
+    uploads = request.app[UPLOADS]
+    try:
+        length = int(request.headers["Upload-Length"])
+    except (KeyError, ValueError):
+        raise ClientError(
+            "Upload-Length is required (deferred lengths are not supported)"
+        ) from None
+    if length <= 0:
+        raise ClientError("Upload-Length must be positive")
+    if length > context.config.limits.max_total_bytes:
+        raise LimitExceeded("the file is larger than this relay accepts")
+    metadata = parse_metadata(request.headers.get("Upload-Metadata", ""))
+    # Everything else a client may send (a filename, a type) is deliberately not read.
+    requested = [n.strip() for n in metadata.get("contacts", "").split(",") if n.strip()]
+    ingest.route(await context.store.list_contacts(), requested)  # refuse unknown names now
+    uploads.expire(time.time())
+    if len(uploads) >= MAX_UPLOADS:
+        raise RelayError("the relay is busy; try again in a few minutes")
+    staged = context.staging.create()
+    upload = Upload(length, staged, tuple(requested), time.time() + UPLOAD_SECONDS)
+    upload_id = uploads.add(upload)
+    location = f"/uploads/{upload_id}"
+    return web.Response(
+        status=201, headers=_headers(Location=location, **{"Upload-Expires": _expires(upload)})
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    _check_version(request)
+    upload = request.app[UPLOADS].get(request.match_info["upload_id"], time.time())
+    return web.Response(
+        status=200,
+        headers=_headers(
+            **{
+                "Upload-Offset": str(upload.offset),
+                "Upload-Length": str(upload.length),
+                "Upload-Expires": _expires(upload),
+                "Cache-Control": "no-store",
+            }
+        ),
+    )
+
+
+async def append(request: web.Request) -> web.Response:
+    _check_version(request)
+    if request.content_type != "application/offset+octet-stream":
+        raise UnsupportedMediaType("PATCH bodies are application/offset+octet-stream")
+    upload_id = request.match_info["upload_id"]
+    uploads = request.app[UPLOADS]
+    upload = uploads.get(upload_id, time.time())
+    try:
+        claimed = int(request.headers["Upload-Offset"])
+    except (KeyError, ValueError):
+        raise ClientError("Upload-Offset is required") from None
+    if upload.lock.locked():
+        raise Conflict("this upload is already receiving data")
+    async with upload.lock:
+        if claimed != upload.offset:
+            raise Conflict(f"the upload is at offset {upload.offset}")
+        try:
+            while chunk := await request.content.read(READ_SIZE):
+                if upload.offset + len(chunk) > upload.length:
+                    raise ClientError("more data than the declared Upload-Length")
+                # Sealed inline, as in the form path: a thread per piece gains nothing on
+                # two cores and costs memory (one malloc arena per thread).
+                upload.staged.write(chunk)
+                upload.offset += len(chunk)
+                upload.expires_at = time.time() + UPLOAD_SECONDS
+        except (ConnectionResetError, asyncio.IncompleteReadError):
+            # The circuit dropped: what arrived is kept, the client resumes from HEAD.
+            pass
+        if upload.offset == upload.length:
+            await _complete(request, upload_id, upload)
+    return web.Response(
+        status=204,
+        headers=_headers(
+            **{"Upload-Offset": str(upload.offset), "Upload-Expires": _expires(upload)}
+        ),
+    )
+
+
+async def _complete(request: web.Request, upload_id: str, upload: Upload) -> None:
+    """A finished upload becomes a drop of that one file (the normal path: sanitize,
+    seal, store). It has no codename: nothing was shown to a person who could keep one."""
+    context: RelayContext = request.app[CONTEXT]
+    uploads = request.app[UPLOADS]
+    try:
+        upload.staged.close()
+        routing = ingest.route(await context.store.list_contacts(), list(upload.contacts))
+        drop_id = ingest.new_drop_id()
+        created = ingest.hour(int(time.time()))
+        async with context.sealing:
+            sealed = await asyncio.to_thread(
+                ingest.seal_drop,
+                context.config.blobs,
+                drop_id,
+                created,
+                None,
+                [upload.staged],
+                routing,
+                context.sanitizer,
+                None,
+            )
+        try:
+            await context.store.add_drop(
+                ingest.drop_record(drop_id, None, created, sealed, routing)
+            )
+        except BaseException:
+            await asyncio.to_thread(
+                blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id)
+            )
+            raise
+    finally:
+        uploads.remove(upload_id)
+
+
+async def terminate(request: web.Request) -> web.Response:
+    _check_version(request)
+    upload_id = request.match_info["upload_id"]
+    upload = request.app[UPLOADS].get(upload_id, time.time())
+    if upload.lock.locked():
+        raise Conflict("this upload is receiving data")
+    request.app[UPLOADS].remove(upload_id)
+    return web.Response(status=204, headers=_headers())
+
+
+def error(status: int, message: str) -> web.Response:
+    """An error answer for a tus client: the message as plain text, with tus's header."""
+    return web.Response(status=status, text=message + "\n", headers=_headers())
+
+
+def add_routes(app: web.Application) -> None:
+    app[UPLOADS] = Uploads()
+    app.router.add_route("OPTIONS", "/uploads", options)
+    app.router.add_post("/uploads", create)
+    app.router.add_route("HEAD", "/uploads/{upload_id:[0-9a-f]{32}}", status)
+    app.router.add_patch("/uploads/{upload_id:[0-9a-f]{32}}", append)
+    app.router.add_delete("/uploads/{upload_id:[0-9a-f]{32}}", terminate)
