@@ -8,6 +8,8 @@ addressed contact:
                                  what the sanitizer removed (or that it removed nothing)
     blobs/drops/<id>/message     the source's text, if any (UTF-8, NFC)
     blobs/drops/<id>/item-N      the N-th file, after the sanitizer
+    blobs/drops/<id>/original-N  the N-th file as sent, only if the source asked for it, and
+                                 sealed only to contacts that accept originals
 
 Rules:
 - nothing is recorded in the database until every blob of the drop is fsynced and renamed
@@ -16,7 +18,10 @@ Rules:
 - every name in a drop is generated here; nothing the source's browser said about a file
   (its name, its declared type) is read;
 - `created_at` is stored to the hour: the exact second of an upload says more about a
-  source than a contact needs.
+  source than a contact needs;
+- a file the sanitizer refuses is left out (the manifest and the source's receipt say which
+  position and why); the rest of the drop goes on. A drop left with nothing to deliver is
+  refused whole, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ from crypto.keys import Recipient
 
 from . import blobs
 from .errors import ClientError
-from .sanitize import SNIFF_BYTES, Detected, Report, Sanitizer, detect
-from .staging import SealingWriter, StagedFile
+from .sanitize import SNIFF_BYTES, Detected, Refused, Report, Sanitizer, detect, extension_for
+from .staging import SealedReader, SealingWriter, StagedFile
 from .store import Blob, Contact, Drop
 
 DROP_FORMAT = "amanah-drop-v1"
@@ -49,6 +54,9 @@ class Routing:
     contacts: tuple[str, ...]
     recipients: tuple[Recipient, ...]
     keys: tuple[tuple[str, str], ...]  # (contact, member fingerprint)
+    # The addressed contacts that accept unstripped originals (evidence), and their keys.
+    originals_contacts: tuple[str, ...] = ()
+    originals_recipients: tuple[Recipient, ...] = ()
 
 
 def route(registered: Sequence[Contact], requested: Sequence[str]) -> Routing:
@@ -63,10 +71,13 @@ def route(registered: Sequence[Contact], requested: Sequence[str]) -> Routing:
         raise ClientError("the drop is addressed to a contact this relay does not know")
     chosen = [by_name[n] for n in names]
     members = [(c.name, m) for c in chosen for m in c.members]
+    evidence = [m for c in chosen if c.accepts_originals for m in c.members]
     return Routing(
         contacts=tuple(names),
         recipients=tuple(Recipient.parse(m.recipient) for _, m in members),
         keys=tuple((name, m.fingerprint) for name, m in members),
+        originals_contacts=tuple(c.name for c in chosen if c.accepts_originals),
+        originals_recipients=tuple(Recipient.parse(m.recipient) for m in evidence),
     )
 
 
@@ -109,6 +120,27 @@ class ItemRecord:
     size: int
     sha256: str  # of the plaintext delivered
     report: Report
+    original: SealedBlob | None = None  # the file as sent, for contacts accepting originals
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A file the sanitizer would not pass on: its position in the drop, its detected type,
+    the reason code and the message for the source (which names no file)."""
+
+    position: int
+    detected: Detected
+    reason: str
+    message: str
+
+    def for_source(self) -> str:
+        return f"file {self.position}: {self.message}"
+
+
+@dataclass(frozen=True)
+class SealedDrop:
+    blobs: list[SealedBlob]  # manifest first
+    refusals: list[Refusal]
 
 
 class _HashingWriter:
@@ -146,23 +178,52 @@ def _seal_item(
     position: int,
     staged: StagedFile,
     sanitizer: Sanitizer,
-    recipients: Sequence[Recipient],
-) -> tuple[ItemRecord, SealedBlob]:
+    routing: Routing,
+    send_original: bool,
+) -> tuple[ItemRecord, list[SealedBlob]] | Refusal:
     blob_name = f"item-{position}"
     with staged.open() as reader:
         detected = detect(reader.read(SNIFF_BYTES))
         reader.seek(0)
 
         def fill(sink: BinaryIO) -> tuple[Report, int, str]:
-            sealing = SealingWriter(sink, recipients)
+            sealing = SealingWriter(sink, routing.recipients)
             hashing = _HashingWriter(sealing)
             report = sanitizer.clean(detected, reader, hashing)  # type: ignore[arg-type]
             sealing.finish()
             return report, sealing.plaintext_size, hashing.digest.hexdigest()
 
-        (report, size, digest), blob = write_blob(root, f"{drop_path(drop_id)}/{blob_name}", fill)
+        try:
+            (report, size, digest), blob = write_blob(
+                root, f"{drop_path(drop_id)}/{blob_name}", fill
+            )
+        except Refused as refused:  # nothing was written: write_blob removed its temporary
+            return Refusal(position, detected, refused.reason, str(refused))
+        written = [blob]
+        original = None
+        if send_original and routing.originals_recipients and report.stripped:
+            original = _seal_original(root, drop_id, position, reader, routing)
+            written.append(original)
     name = detected.name(position)
-    return ItemRecord(blob_name, name, detected, size, digest, report), blob
+    if report.mime and report.mime != detected.mime:  # e.g. a HEIC delivered as a JPEG
+        name = f"{detected.kind}-{position}.{extension_for(report.mime)}"
+    return ItemRecord(blob_name, name, detected, size, digest, report, original), written
+
+
+def _seal_original(
+    root: Path, drop_id: str, position: int, reader: SealedReader, routing: Routing
+) -> SealedBlob:
+    """The file exactly as the source sent it, sealed only to the contacts that accept
+    originals: metadata is evidence (where and when a video was filmed)."""
+
+    def fill(sink: BinaryIO) -> None:
+        sealing = SealingWriter(sink, routing.originals_recipients)
+        reader.seek(0)
+        while block := reader.read(1 << 20):
+            sealing.write(block)
+        sealing.finish()
+
+    return write_blob(root, f"{drop_path(drop_id)}/original-{position}", fill)[1]
 
 
 def manifest(
@@ -172,8 +233,12 @@ def manifest(
     message_text: str | None,
     items: Sequence[ItemRecord],
     reply_to: ReplyTo | None,
+    refusals: Sequence[Refusal] = (),
+    originals_contacts: Sequence[str] = (),
 ) -> bytes:
-    """The drop's table of contents, sealed with it."""
+    """The drop's table of contents, sealed with it. Per file: the detected type, SHA-256
+    and size of the original and of what is delivered, the names (never the values) of the
+    metadata removed, and where the sealed original is if the source sent it."""
     document = {
         "format": DROP_FORMAT,
         "drop": drop_id,
@@ -197,13 +262,27 @@ def manifest(
                 "type": item.detected.mime,
                 "size": item.size,
                 "sha256": item.sha256,
+                "detected_type": item.detected.mime,
+                "original_sha256": item.report.original_sha256 or None,
+                "original_size": item.report.original_size or None,
                 "metadata": {
                     "stripped": item.report.stripped,
                     "removed": list(item.report.removed),
                     "note": item.report.note,
                 },
+                "original": None
+                if item.original is None
+                else {"blob": item.original.name, "contacts": list(originals_contacts)},
             }
             for item in items
+        ],
+        "refused": [
+            {
+                "position": refusal.position,
+                "detected_type": refusal.detected.mime,
+                "reason": refusal.reason,
+            }
+            for refusal in refusals
         ],
     }
     return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")
@@ -219,10 +298,30 @@ def seal_drop(
     sanitizer: Sanitizer,
     reply_to: ReplyTo | None,
 ) -> list[SealedBlob]:
-    """Blocking: seals the message and every staged file under `root/drops/<id>/`, then
-    the manifest. Returns the blobs, manifest first. On any error, removes what it wrote."""
+    """`seal_drop_with_refusals` without originals, returning the blobs only."""
+    return seal_drop_with_refusals(
+        root, drop_id, created_at, message_text, staged, routing, sanitizer, reply_to
+    ).blobs
+
+
+def seal_drop_with_refusals(
+    root: Path,
+    drop_id: str,
+    created_at: int,
+    message_text: str | None,
+    staged: Sequence[StagedFile],
+    routing: Routing,
+    sanitizer: Sanitizer,
+    reply_to: ReplyTo | None,
+    send_originals: bool = False,
+) -> SealedDrop:
+    """Blocking: seals the message and every staged file the sanitizer accepts under
+    `root/drops/<id>/`, then the manifest. Returns the blobs (manifest first) and the
+    refusals. Raises ClientError, with every refusal in its message, when nothing is left
+    to deliver; on any error, removes what it wrote."""
     folder = drop_path(drop_id)
     written: list[SealedBlob] = []
+    refusals: list[Refusal] = []
     try:
         message_blob = None
         if message_text:
@@ -231,15 +330,31 @@ def seal_drop(
             written.append(message_blob)
         items = []
         for position, each in enumerate(staged, start=1):
-            item, blob = _seal_item(root, drop_id, position, each, sanitizer, routing.recipients)
-            items.append(item)
-            written.append(blob)
-        document = manifest(drop_id, created_at, message_blob, message_text, items, reply_to)
+            result = _seal_item(root, drop_id, position, each, sanitizer, routing, send_originals)
+            if isinstance(result, Refusal):
+                refusals.append(result)
+                continue
+            items.append(result[0])
+            written.extend(result[1])
+        if not written:
+            raise ClientError(
+                "nothing could be sent: " + "; ".join(r.for_source() for r in refusals)
+            )
+        document = manifest(
+            drop_id,
+            created_at,
+            message_blob,
+            message_text,
+            items,
+            reply_to,
+            refusals,
+            routing.originals_contacts,
+        )
         written.insert(0, _seal_bytes(root, f"{folder}/manifest", document, routing.recipients))
     except BaseException:
         blobs.delete_tree(root, folder)
         raise
-    return written
+    return SealedDrop(written, refusals)
 
 
 def drop_record(

@@ -12,18 +12,27 @@ Rules:
 - `Sanitizer.clean` reads plaintext from a seekable file object and writes the result to
   a writable one, and reports what it removed; it never sees a path.
 
-Status: detection is real; stripping is not yet built (see issue 4). The only sanitizer
-here, `Unstripped`, copies bytes unchanged and says so in its report, so a contact is
-never told a file was cleaned when it was not.
+- a file that cannot be cleaned with confidence is refused (`errors.Refused`, whose message
+  is written for the source); it is never passed on as if it had been cleaned. An operator
+  may choose to forward unsupported types unstripped, and the report then says so.
+
+Modules: `sandbox` (the parent side: memfds, bubblewrap, timeout), `worker` (the child:
+limits, dispatch, checking the result), `jpeg` and `chunks` (byte-wise rebuilds), `images`
+(Pillow), `media` (ffmpeg), `errors`. `Stripping` is the sanitizer the relay and
+`amanah-drop strip` use; `Unstripped` passes bytes through and says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 import magic
+
+from .errors import Refused, Unsupported
+from .sandbox import Sandboxed
 
 # Enough for libmagic to recognise every container we handle.
 SNIFF_BYTES = 64 * 1024
@@ -72,13 +81,22 @@ def detect(head: bytes) -> Detected:
     return Detected(mime, kind, _EXTENSIONS.get(mime, "bin"))
 
 
+def extension_for(mime: str) -> str:
+    return _EXTENSIONS.get(mime, "bin")
+
+
 @dataclass(frozen=True)
 class Report:
-    """What cleaning did. `stripped` is False when the bytes were passed on unchanged."""
+    """What cleaning did. `stripped` is False when the bytes were passed on unchanged.
+    `mime` is the type of what was written (a HEIC becomes a JPEG), empty if unchanged;
+    `original_sha256` and `original_size` describe the file as the source sent it."""
 
     stripped: bool
     removed: tuple[str, ...] = ()
     note: str = ""
+    mime: str = ""
+    original_sha256: str = ""
+    original_size: int = 0
 
 
 class Sanitizer(Protocol):
@@ -92,3 +110,58 @@ class Unstripped:
         src.seek(0)
         shutil.copyfileobj(src, dst, 1 << 20)
         return Report(stripped=False, note="metadata was not stripped (not yet supported)")
+
+
+FORWARDED_NOTE = (
+    "NOT STRIPPED: this relay cannot clean this type of file and its operator chose to "
+    "forward such files as they were sent; it may identify the source"
+)
+
+
+class Stripping:
+    """The sanitizer: each file cleaned in its own sandboxed worker (see `sandbox`).
+    Raises errors.Refused for a file it cannot clean with confidence, unless the type is
+    unsupported and `forward_unsupported` is set: then the bytes pass unchanged and the
+    report says so in capitals."""
+
+    def __init__(self, sandboxed: Sandboxed | None = None, forward_unsupported: bool = False):
+        self._sandboxed = sandboxed if sandboxed is not None else Sandboxed()
+        self._forward_unsupported = forward_unsupported
+
+    def clean(self, detected: Detected, src: BinaryIO, dst: BinaryIO) -> Report:
+        try:
+            outcome = self._sandboxed.strip(detected.mime, src, dst)
+        except Unsupported:
+            if not self._forward_unsupported:
+                raise
+            return _forward(src, dst)
+        return Report(
+            stripped=True,
+            removed=outcome.removed,
+            mime=outcome.mime,
+            original_sha256=outcome.original_sha256,
+            original_size=outcome.original_size,
+        )
+
+
+def _forward(src: BinaryIO, dst: BinaryIO) -> Report:
+    digest, size = hashlib.sha256(), 0
+    src.seek(0)
+    while block := src.read(1 << 20):
+        digest.update(block)
+        size += len(block)
+        dst.write(block)
+    return Report(False, (), FORWARDED_NOTE, "", digest.hexdigest(), size)
+
+
+__all__ = [
+    "SNIFF_BYTES",
+    "Detected",
+    "Refused",
+    "Report",
+    "Sanitizer",
+    "Stripping",
+    "Unstripped",
+    "detect",
+    "extension_for",
+]

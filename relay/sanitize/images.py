@@ -1,0 +1,155 @@
+"""Pictures through Pillow: reading orientation and tag names, re-encoding the formats whose
+metadata cannot be cut out byte-wise, and decoding every result once more.
+
+Rules (measured in notes/metadata.md):
+- limits first: `Image.MAX_IMAGE_PIXELS` is set and a DecompressionBombWarning is an error,
+  so a small file that would decode to gigabytes is refused before it is decoded;
+- re-encoding makes a new image from pixels alone: orientation applied, `info` emptied
+  (Pillow writes comments, ICC, IPTC and XMP back from it otherwise), saved with
+  `exif=b""`; only frame timing, loop and transparency survive for animations;
+- TIFF and GIF stay TIFF and GIF; HEIC/HEIF and AVIF become JPEG (quality 95): there is no
+  byte-wise way to take the metadata boxes out of them that we have measured as clean;
+- PNG and WebP whose orientation is not 1 (held in eXIf or XMP, which the chunk allowlist
+  drops) are re-encoded losslessly with the rotation applied.
+
+Runs only inside the sandboxed worker: everything here parses hostile bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import ExifTags, Image, ImageOps, ImageSequence
+
+# 110 megapixels: above the largest phone sensors in use (108 MP) at their full size; a
+# decompression bomb is far beyond it. Pillow refuses at twice this with an error; the
+# warning (at this size) is made an error too.
+MAX_PIXELS = 110_000_000
+# Pixels over all frames of an animation or a multi-page TIFF: bounds a GIF bomb made of
+# many small frames as well as one huge one.
+MAX_TOTAL_PIXELS = 400_000_000
+MAX_FRAMES = 2000
+
+
+def configure() -> None:
+    """Pillow's limits for hostile input. Call once in the worker before any decode."""
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    try:
+        import pillow_heif  # noqa: PLC0415 - optional codec, registered only where used
+
+        pillow_heif.register_heif_opener()
+    except ImportError:  # HEIC is then refused as a file Pillow cannot open
+        pass
+
+
+@dataclass(frozen=True)
+class Picture:
+    """What the worker needs to know about an input picture."""
+
+    size: tuple[int, int]  # after orientation
+    frames: int
+    orientation: int
+    tags: tuple[str, ...]  # names of EXIF/GPS tags present, for the report
+
+
+def _check_frames(image: Image.Image) -> int:
+    frames = getattr(image, "n_frames", 1)
+    if frames > MAX_FRAMES or frames * image.width * image.height > MAX_TOTAL_PIXELS:
+        raise Image.DecompressionBombError("too many pixels over all frames")
+    return int(frames)
+
+
+def _tag_names(exif: Image.Exif) -> tuple[str, ...]:
+    names = [f"EXIF {ExifTags.TAGS.get(tag, hex(tag))}" for tag in exif]
+    try:
+        gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    except (KeyError, ValueError, TypeError, OSError):  # a broken GPS IFD: named, not read
+        gps = {}
+    names += [f"GPS {ExifTags.GPSTAGS.get(tag, hex(tag))}" for tag in gps]
+    return tuple(dict.fromkeys(names))
+
+
+def inspect(data: bytes) -> Picture:
+    """Opens and measures a picture without decoding its pixels. Raises PIL errors,
+    OSError or ValueError for what Pillow cannot read."""
+    with Image.open(io.BytesIO(data)) as image:
+        frames = _check_frames(image)
+        exif = image.getexif()
+        orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+        if orientation not in range(1, 9):
+            orientation = 1
+        width, height = image.size
+        # Pillow's TIFF reader applies orientation itself (its size is already upright).
+        if orientation in (5, 6, 7, 8) and image.format != "TIFF":
+            width, height = height, width
+        return Picture((width, height), frames, orientation, _tag_names(exif))
+
+
+def _upright(frame: Image.Image) -> Image.Image:
+    """A copy turned the right way up, with no metadata. Pillow knows where each format
+    keeps orientation (EXIF, XMP) and whether its reader applied it already (TIFF)."""
+    result = ImageOps.exif_transpose(frame)
+    result.info = {}
+    return result
+
+
+_FORMATS: dict[str, tuple[str, str, dict[str, object]]] = {
+    "image/tiff": ("TIFF", "image/tiff", {"compression": "tiff_deflate"}),
+    "image/gif": ("GIF", "image/gif", {}),
+    "image/png": ("PNG", "image/png", {}),
+    "image/webp": ("WEBP", "image/webp", {"lossless": True}),
+    "image/heic": ("JPEG", "image/jpeg", {"quality": 95}),
+    "image/heif": ("JPEG", "image/jpeg", {"quality": 95}),
+    "image/avif": ("JPEG", "image/jpeg", {"quality": 95}),
+}
+_KEPT_INFO = ("duration", "loop", "transparency", "disposal")
+
+
+def reencode(data: bytes, mime: str) -> tuple[bytes, str]:
+    """A new file from the pixels of `data` alone: (bytes, MIME type of the result).
+    Raises PIL errors, OSError or ValueError for what Pillow cannot decode."""
+    pillow_format, out_mime, options = _FORMATS[mime]
+    with Image.open(io.BytesIO(data)) as image:
+        _check_frames(image)
+        frames, durations = [], []
+        for frame in ImageSequence.Iterator(image):
+            frame.load()
+            durations.append(frame.info.get("duration"))
+            copy = _upright(frame)
+            if pillow_format == "JPEG" and copy.mode not in ("RGB", "L", "CMYK"):
+                copy = copy.convert("RGB")
+            frames.append(copy)
+        kept = {k: image.info[k] for k in _KEPT_INFO if k in image.info}
+    save: dict[str, object] = {**options, "exif": b""}
+    if pillow_format == "GIF":
+        save.update(kept)
+        if all(d is not None for d in durations):
+            save["duration"] = durations
+    if len(frames) > 1 and pillow_format != "JPEG":
+        save.update(save_all=True, append_images=frames[1:])
+    out = io.BytesIO()
+    frames[0].save(out, pillow_format, **save)
+    return out.getvalue(), out_mime
+
+
+def verify(data: bytes, picture: Picture, converted: bool) -> None:
+    """Decodes the cleaned file fully and compares it with the input's measurements.
+    Raises ValueError (or a PIL error) if it is not a valid picture of the same size."""
+    with Image.open(io.BytesIO(data)) as image:
+        oriented = picture.size
+        exif = image.getexif()
+        orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+        width, height = image.size
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+        if (width, height) != oriented:
+            raise ValueError("the cleaned picture has other dimensions")
+        frames = 0
+        for frame in ImageSequence.Iterator(image):
+            frame.load()
+            frames += 1
+        if not converted and frames != picture.frames:
+            raise ValueError("the cleaned picture lost frames")

@@ -1,0 +1,284 @@
+"""Audio and video through the ffmpeg CLI: remux without re-encoding (FLAC excepted),
+keeping only the audio and video streams, and dropping every tag, chapter and encoder string.
+
+Why the CLI and not PyAV: Debian's ffmpeg is the one the tests and the notes measured
+(the same remux took the same time and memory in both), it runs as its own process that
+the sandbox's limits already cover, and a crash in a demuxer kills that process and not
+the worker that reports it. PyAV would add a second FFmpeg build to audit.
+
+Rules (measured in notes/metadata.md):
+- the demuxer is forced from the type libmagic found and only the `file` protocol is
+  allowed, so a playlist or a concat script cannot make ffmpeg open anything else;
+- `-map 0:V? -map 0:a?` (capital V excludes cover art) drops telemetry (GoPro, DJI, Apple),
+  GPS subtitle tracks, subtitles, attachments; `-map_metadata -1 -map_chapters -1` drops
+  container and stream tags and chapters; `+bitexact` writes neutral handler names, no
+  encoder version and no creation time;
+- H.264 SEI (type 6) and HEVC SEI (39, 40) NAL units are dropped: they carry the encoder's
+  settings string and camera-specific user data;
+- MP3: ID3v1/v2 and APEv2 are removed with mutagen first (a remux alone copies an ID3v1
+  trailer into the audio), then `-write_xing 0` stops the muxer writing a new Xing/LAME
+  frame (and keeps the 529 priming samples it would otherwise trim);
+- FLAC is re-encoded (lossless; decoded samples identical): stale tags can hide in the audio
+  area, and the vendor string, APPLICATION and CUESHEET blocks survive a tag deletion.
+
+Runs only inside the sandboxed worker.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import re
+import subprocess  # noqa: S404 - the worker runs ffmpeg, with fixed arguments
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+# (forced demuxer, muxer, MIME type of the result, audio-only)
+FORMATS: dict[str, tuple[str, str, str, bool]] = {
+    "audio/mpeg": ("mp3", "mp3", "audio/mpeg", True),
+    "audio/flac": ("flac", "flac", "audio/flac", True),
+    "audio/x-flac": ("flac", "flac", "audio/flac", True),
+    "audio/ogg": ("ogg", "ogg", "audio/ogg", True),
+    "audio/x-wav": ("wav", "wav", "audio/x-wav", True),
+    "audio/wav": ("wav", "wav", "audio/x-wav", True),
+    "audio/x-m4a": ("mov", "ipod", "audio/x-m4a", True),
+    "audio/mp4": ("mov", "ipod", "audio/x-m4a", True),
+    "video/mp4": ("mov", "mp4", "video/mp4", False),
+    "video/quicktime": ("mov", "mov", "video/quicktime", False),
+    "video/3gpp": ("mov", "3gp", "video/3gpp", False),
+    "video/x-matroska": ("matroska", "matroska", "video/x-matroska", False),
+    "video/webm": ("matroska", "webm", "video/webm", False),
+    "video/x-msvideo": ("avi", "avi", "video/x-msvideo", False),
+}
+SEI_FILTERS = {"h264": "filter_units=remove_types=6", "hevc": "filter_units=remove_types=39|40"}
+# Names of tags go into the report; a name that is not a plain identifier is reported as
+# "other tag" (a hostile container can use any string, including a name, as a key).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,48}")
+
+
+class MediaError(Exception):
+    """ffmpeg or ffprobe could not read or write the file (details are not kept: they may
+    quote metadata values)."""
+
+
+def run(command: Sequence[str], fds: Sequence[int], timeout: float) -> bytes:
+    """Runs ffmpeg or ffprobe with the worker's memfds open. Raises MediaError."""
+    result = subprocess.run(  # noqa: S603 - fixed argument lists built here
+        list(command),
+        pass_fds=tuple(fds),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise MediaError("ffmpeg failed")
+    return result.stdout
+
+
+def probe(path: str, demuxer: str, fds: Sequence[int], timeout: float) -> dict[str, Any]:
+    """ffprobe's view of a file (streams, format, chapters) with the demuxer forced."""
+    output = run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-protocol_whitelist",
+            "file",
+            "-f",
+            demuxer,
+            "-show_format",
+            "-show_streams",
+            "-show_chapters",
+            "-of",
+            "json",
+            path,
+        ],
+        fds,
+        timeout,
+    )
+    try:
+        document = json.loads(output)
+    except ValueError as exc:
+        raise MediaError("unreadable probe") from exc
+    if not isinstance(document, dict):
+        raise MediaError("unreadable probe")
+    return document
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What matters of a probe for checking a result: streams kept, sizes, duration."""
+
+    video: tuple[tuple[str, int, int], ...]  # codec, width, height of each real video stream
+    audio: tuple[str, ...]  # codec of each audio stream
+    duration: float
+
+
+def _is_picture(stream: dict[str, Any]) -> bool:
+    return bool(stream.get("disposition", {}).get("attached_pic"))
+
+
+def layout(document: dict[str, Any]) -> Layout:
+    streams = document.get("streams", [])
+    video = tuple(
+        (str(s.get("codec_name")), int(s.get("width", 0)), int(s.get("height", 0)))
+        for s in streams
+        if s.get("codec_type") == "video" and not _is_picture(s)
+    )
+    audio = tuple(str(s.get("codec_name")) for s in streams if s.get("codec_type") == "audio")
+    try:
+        duration = float(document.get("format", {}).get("duration", 0.0))
+    except (TypeError, ValueError):
+        duration = 0.0
+    return Layout(video, audio, duration)
+
+
+def _tag_name(key: object) -> str:
+    return str(key) if isinstance(key, str) and _PLAIN_NAME.fullmatch(key) else "other tag"
+
+
+def removed_names(document: dict[str, Any], audio_only: bool) -> list[str]:
+    """Names (never values) of what the remux leaves out, from the input's probe."""
+    names = [f"container tag {_tag_name(k)}" for k in document.get("format", {}).get("tags", {})]
+    for stream in document.get("streams", []):
+        kind = stream.get("codec_type")
+        dropped = kind not in ("audio", "video") or _is_picture(stream)
+        dropped = dropped or (audio_only and kind == "video")
+        if dropped:
+            names.append("cover art" if _is_picture(stream) else f"{kind} stream")
+        names += [f"stream tag {_tag_name(k)}" for k in stream.get("tags", {})]
+    if document.get("chapters"):
+        names.append("chapters")
+    return list(dict.fromkeys(names))
+
+
+def remux_command(
+    source: str, target: str, formats: tuple[str, str, str, bool], source_layout: Layout
+) -> tuple[list[str], list[str]]:
+    """The ffmpeg command for one file (`formats` as in FORMATS), and names of what only
+    the command removes."""
+    demuxer, muxer, _, audio_only = formats
+    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
+    command += ["-protocol_whitelist", "file", "-f", demuxer, "-i", source]
+    command += ["-map", "0:a?"] if audio_only else ["-map", "0:V?", "-map", "0:a?"]
+    command += ["-c", "copy", "-map_metadata", "-1", "-map_chapters", "-1"]
+    command += ["-disposition", "0", "-fflags", "+bitexact"]
+    command += ["-flags:v", "+bitexact", "-flags:a", "+bitexact"]
+    extra: list[str] = []
+    if demuxer == "flac":
+        command += ["-c:a", "flac"]
+        extra.append("FLAC vendor string and non-audio blocks")
+    if muxer == "mp3":
+        command += ["-id3v2_version", "0", "-write_xing", "0"]
+        extra.append("Xing/LAME encoder frame")
+    if muxer in ("mp4", "mov", "3gp", "ipod"):
+        command += ["-movflags", "+faststart"]  # index first: players start sooner
+    codecs = {codec for codec, _, _ in source_layout.video}
+    filters = [SEI_FILTERS[c] for c in sorted(codecs) if c in SEI_FILTERS]
+    if len(filters) == 1:
+        command += ["-bsf:v", filters[0]]
+        extra.append("encoder data in the video stream (SEI)")
+    elif len(filters) > 1:
+        raise MediaError("mixed video codecs")
+    command += ["-f", muxer, "-y", target]
+    return command, extra
+
+
+def strip_mp3_tags(file: BinaryIO) -> list[str]:
+    """Removes ID3v1, ID3v2 and APEv2 tags in place; returns the names of what went."""
+    from mutagen import apev2, id3  # noqa: PLC0415 - MP3 only
+
+    names: list[str] = []
+    try:
+        tags = id3.ID3(file)
+        names += [f"ID3 {frame.FrameID}" for frame in tags.values()]
+    except (id3.ID3NoHeaderError, id3.error):
+        pass
+    file.seek(0)
+    id3.delete(file, delete_v1=True, delete_v2=True)
+    file.seek(0)
+    try:
+        apev2.APEv2(file)
+        names.append("APEv2 tag")
+        file.seek(0)
+        apev2.delete(file)
+    except apev2.error:
+        pass
+    file.seek(0)
+    return list(dict.fromkeys(names))
+
+
+# What the muxers themselves write under +bitexact: finding these in a result says nothing.
+_MUXER_VALUES = {"videohandler", "soundhandler", "datahandler", "lavf", "lavc"}
+
+
+def tag_values(document: dict[str, Any]) -> set[str]:
+    """String values of the input's tags worth searching for in the result: 6+ characters,
+    not numbers, not the structural brand fields."""
+    structural = {"major_brand", "minor_version", "compatible_brands", "language", "vendor_id"}
+    structural |= {"DURATION", "duration"}  # Matroska's per-track duration, rewritten by us
+    tag_sets = [document.get("format", {}).get("tags", {})]
+    tag_sets += [stream.get("tags", {}) for stream in document.get("streams", [])]
+    values = set()
+    for tags in tag_sets:
+        for key, value in tags.items():
+            text = str(value).strip()
+            if key in structural or text.lower() in _MUXER_VALUES:
+                continue
+            if len(text) >= 6 and not text.replace(".", "").isdigit():
+                values.add(text)
+    return values
+
+
+def leaked(path: str, values: set[str]) -> bool:
+    """Whether any value occurs in the file (UTF-8 or UTF-16): the last gate before a result
+    is accepted, for metadata that hides in the bitstream itself (an AAC encoder's string in
+    a data element, which no remux removes)."""
+    patterns = [v.encode(enc) for v in values for enc in ("utf-8", "utf-16-le", "utf-16-be")]
+    if not patterns:
+        return False
+    # Case-insensitive: the tag says "FAAC 1.24", the stream "libfaac 1.24".
+    search = re.compile(b"|".join(re.escape(p) for p in patterns), re.IGNORECASE)
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return search.search(view) is not None
+
+
+def audio_only_formats(formats: tuple[str, str, str, bool]) -> tuple[str, str, str, bool]:
+    """What to write for a video container that holds sound only (libmagic calls an M4A
+    "video/mp4"; a phone may record audio into a WebM)."""
+    demuxer, muxer, mime, _ = formats
+    if demuxer == "mov":
+        return demuxer, "ipod", "audio/x-m4a", True
+    return demuxer, muxer, mime, True
+
+
+def check(source: Layout, result: Layout, audio_only: bool) -> None:
+    """The result must hold the same media. Raises MediaError otherwise."""
+    if audio_only:
+        if not source.audio or result.audio != source.audio or result.video:
+            raise MediaError("audio streams differ")
+    else:
+        if not source.video or result.video != source.video:
+            raise MediaError("video streams differ")
+        if result.audio != source.audio:
+            raise MediaError("audio streams differ")
+    tolerance = max(0.25, source.duration * 0.02)
+    if source.duration > 0 and abs(result.duration - source.duration) > tolerance:
+        raise MediaError("duration differs")
+    if result.duration <= 0:
+        raise MediaError("no duration")
+
+
+def decode_check(
+    path: str, demuxer: str, audio_only: bool, fds: Sequence[int], timeout: float
+) -> None:
+    """Decodes the result: all of it for audio (cheap), the first frames for video (a full
+    decode of a long video costs minutes; the probe has checked its layout and duration)."""
+    command = ["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-protocol_whitelist", "file"]
+    command += ["-f", demuxer, "-i", path]
+    command += [] if audio_only else ["-frames:v", "10"]
+    command += ["-f", "null", "-"]
+    run(command, fds, timeout)

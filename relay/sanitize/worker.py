@@ -1,0 +1,187 @@
+"""The sandboxed worker: one process per file, started by `sandbox.py`, never imported by
+the relay's own process for anything but its constants.
+
+Protocol: argv holds the descriptor of the input (an anonymous in-memory file, memfd), that
+of the empty output memfd, the MIME type and the output size limit. The worker
+writes one JSON object on standard output:
+
+    {"ok": true, "mime": "...", "removed": [...], "note": "..."}   the output is on fd 4
+    {"ok": false, "reason": "malformed"}                           nothing usable on fd 4
+
+Rules:
+- resource limits first, set by the worker on itself (and so inherited by ffmpeg): address
+  space, CPU seconds, output file size, open files, no core dumps;
+- nothing the file says is printed: ffmpeg's and Pillow's messages go nowhere, because they
+  quote metadata values; the reason codes are from `errors.py`;
+- every result is decoded again and compared with the input before "ok" is said.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Files:
+    """The worker's two memfds; ffmpeg opens them again through /proc (seekable)."""
+
+    input: int
+    output: int
+
+    @property
+    def input_path(self) -> str:
+        return f"/proc/self/fd/{self.input}"
+
+    @property
+    def output_path(self) -> str:
+        return f"/proc/self/fd/{self.output}"
+
+
+# 1.5 GiB of address space: a 110-megapixel picture decoded and rotated (two RGB copies,
+# ~660 MiB) plus Python and Pillow; ffmpeg's copy remux needs ~60 MiB. More is a bomb.
+MEMORY_LIMIT = 1536 * 1024 * 1024
+CPU_SECONDS = 300  # the wall-clock timeout in sandbox.py usually ends things sooner
+OPEN_FILES = 64
+# Inner time limit for one ffmpeg run; the outer, wall-clock one kills the process group.
+FFMPEG_TIMEOUT = 600.0
+
+IMAGE_BYTEWISE = {"image/jpeg", "image/png", "image/webp"}
+IMAGE_REENCODE = {"image/tiff", "image/gif", "image/heic", "image/heif", "image/avif"}
+
+
+def limit_resources(max_output: int) -> None:
+    """Limits this process and its children. Raises OSError if a limit cannot be set."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_output, max_output))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+
+
+def _read_input(files: Files) -> bytes:
+    with open(files.input_path, "rb") as file:  # reopened: its own offset
+        return file.read()
+
+
+def _write_output(files: Files, data: bytes) -> None:
+    os.ftruncate(files.output, 0)
+    os.pwrite(files.output, data, 0)
+
+
+def clean_image(mime: str, files: Files) -> dict[str, Any]:
+    """Strips one picture; returns the worker's answer."""
+    from PIL import Image  # noqa: PLC0415 - only pictures need Pillow
+
+    from . import chunks, images, jpeg  # noqa: PLC0415
+
+    images.configure()
+    data = _read_input(files)
+    try:
+        picture = images.inspect(data)
+    except Image.DecompressionBombError:
+        return {"ok": False, "reason": "too-demanding"}
+    removed = list(picture.tags)
+    converted = False
+    if mime == "image/jpeg":
+        out, names = jpeg.rebuild(data, picture.orientation)
+        out_mime = mime
+    elif mime in ("image/png", "image/webp") and picture.orientation == 1:
+        out, names = (chunks.strip_png if mime == "image/png" else chunks.strip_webp)(data)
+        out_mime = mime
+    else:
+        out, out_mime = images.reencode(data, mime)
+        names = ["all metadata (picture re-encoded from its pixels)"]
+        converted = out_mime != mime
+    images.verify(out, picture, converted)
+    _write_output(files, out)
+    return {"ok": True, "mime": out_mime, "removed": removed + names, "note": ""}
+
+
+def clean_media(mime: str, files: Files) -> dict[str, Any]:
+    """Strips one audio or video file; returns the worker's answer."""
+    from . import media  # noqa: PLC0415
+
+    formats = media.FORMATS[mime]
+    demuxer = formats[0]
+    fds = (files.input, files.output)
+    names: list[str] = []
+    if demuxer == "mp3":
+        with os.fdopen(os.dup(files.input), "r+b") as file:
+            names += media.strip_mp3_tags(file)
+    source = media.probe(files.input_path, demuxer, fds, FFMPEG_TIMEOUT)
+    source_layout = media.layout(source)
+    if not source_layout.video and source_layout.audio:
+        formats = media.audio_only_formats(formats)
+    _, muxer, out_mime, audio_only = formats
+    if not (source_layout.audio if audio_only else source_layout.video):
+        return {"ok": False, "reason": "malformed"}  # a shell: metadata, no media
+    names += media.removed_names(source, audio_only)
+    command, extra = media.remux_command(
+        files.input_path, files.output_path, formats, source_layout
+    )
+    media.run(command, fds, FFMPEG_TIMEOUT)
+    readback = muxer_demuxer(muxer)
+    result = media.probe(files.output_path, readback, fds, FFMPEG_TIMEOUT)
+    media.check(source_layout, media.layout(result), audio_only)
+    media.decode_check(files.output_path, readback, audio_only, fds, FFMPEG_TIMEOUT)
+    if media.leaked(files.output_path, media.tag_values(source)):
+        return {"ok": False, "reason": "malformed"}  # metadata inside the stream itself
+    return {"ok": True, "mime": out_mime, "removed": names + extra, "note": ""}
+
+
+def muxer_demuxer(muxer: str) -> str:
+    """The demuxer that reads what a muxer wrote."""
+    return {"mp4": "mov", "ipod": "mov", "3gp": "mov", "webm": "matroska"}.get(muxer, muxer)
+
+
+def _classify(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "too-demanding"
+    try:
+        from PIL import Image  # noqa: PLC0415
+
+        if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+            return "too-demanding"
+    except ImportError:
+        pass
+    return "malformed"
+
+
+def run(mime: str, files: Files) -> dict[str, Any]:
+    """Cleans the input file for its MIME type."""
+    from . import media  # noqa: PLC0415
+
+    handlers: dict[str, Callable[[str, Files], dict[str, Any]]] = {}
+    for name in IMAGE_BYTEWISE | IMAGE_REENCODE:
+        handlers[name] = clean_image
+    for name in media.FORMATS:
+        handlers[name] = clean_media
+    handler = handlers.get(mime)
+    if handler is None:
+        return {"ok": False, "reason": "unsupported"}
+    try:
+        return handler(mime, files)
+    except Exception as exc:  # noqa: BLE001 - every parser failure is one refusal
+        return {"ok": False, "reason": _classify(exc)}
+
+
+def main(argv: list[str]) -> int:
+    files = Files(int(argv[0]), int(argv[1]))
+    mime, max_output = argv[2], int(argv[3])
+    limit_resources(max_output)
+    warnings.simplefilter("error")  # a parser's warning is a file we are not sure of
+    answer = run(mime, files)
+    sys.stdout.write(json.dumps(answer))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

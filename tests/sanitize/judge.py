@@ -1,0 +1,206 @@
+"""The independent judge of "no identifying metadata remains": exiftool and ffprobe.
+
+The rule (issue 4): dump every tag with `exiftool -j -a -G1 -s -u -ee`; ignore the ExifTool,
+System and Composite groups; every other tag must be structural (on the allowlist below:
+dimensions, codec layout, timing) or carry a neutral value; ffprobe must show only audio and
+video streams with neutral tags and no chapters; and no identifying string of the input
+(6+ characters, ASCII or UTF-16) may appear anywhere in the output bytes.
+
+The allowlist is of tag *names*: a name here describes how the picture or sound is laid out,
+never who, where, when or with what. Anything not on it fails the check, so a new kind of
+leak fails loudly instead of passing quietly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+IGNORED_GROUPS = {"ExifTool", "System", "Composite"}
+
+STRUCTURAL = frozenset(
+    """
+    APP14Flags0 APP14Flags1 AlphaCompression AlphaFiltering AlphaPreprocessing AnimationFrames
+    AnimationIterations AnimationPlays AudioBitrate AudioBitsPerSample AudioChannels
+    AudioCodec AudioCodecID AudioFormat AudioLayer AudioSampleCount AudioSampleRate
+    AudioStreamType AvgBytesPerSec Background BackgroundColor Balance BitDepth BitsPerPixel
+    BitsPerSample BlockSizeMax BlockSizeMin BlueX BlueY ChannelLayout ChannelMode ChunkOffset
+    CleanAperture CodecDelay CodecID CodecPrivate ColorComponents ColorPrimaries ColorProfiles
+    ColorRepresentation ColorResolutionDepth ColorTransform ColorType CompatibleBrands
+    CompositionTimeToSample Compression CompressorID CompressorName CopyrightFlag CreateDate
+    CurrentTime DCTEncodeVersion DefaultDuration DisplayHeight DisplayUnit DisplayWidth
+    DocType DocTypeReadVersion DocTypeVersion Duration EBMLReadVersion EBMLVersion EditList
+    Emphasis EncodedPixelsDimensions Encoding EncodingProcess ExifByteOrder ExtraSamples
+    FileType FileTypeExtension Filter FrameCount FrameRate FrameSizeMax FrameSizeMin
+    GIFVersion Gamma GenBalance GenFlags GenGraphicsMode GenMediaVersion GenOpColor
+    GraphicsMode GreenX GreenY HandlerDescription HandlerType HasColorMap HorizontalScale
+    ID3Size ImageHeight ImageHeightVP8 ImageLength ImageSize ImageSizeVP8 ImageWidth
+    ImageWidthVP8 IntensityStereo Interlace JFIFVersion LoopCount MD5Signature MIMEType
+    MPEGAudioVersion MSStereo MajorBrand MatrixCoefficients MatrixStructure MaxDataRate
+    MaximumBitrate MediaCreateDate MediaDataOffset MediaDataSize MediaDuration
+    MediaHeaderVersion MediaLanguageCode MediaModifyDate MediaTimeScale MinimumBitrate
+    MinorVersion ModifyDate MovieDataOffset MovieDataSize MovieHeaderVersion MuxingApp
+    NextTrackID NominalBitrate NumChannels NumberOfFrames OpColor OpusVersion Orientation
+    OriginalMedia OutputGain Palette PhotometricInterpretation PixelAspectRatio PixelUnits
+    PixelsPerUnitX PixelsPerUnitY PlanarConfiguration Planes PlaybackFrameRate PosterTime
+    Predictor PreferredRate PreferredVolume PreviewDuration PreviewTime
+    ProductionApertureDimensions Quality RedX RedY ResolutionUnit Rotation RowsPerStrip
+    SRGBRendering SampleFormat SampleRate SampleSize SampleSizes SampleToChunk SamplesPerPixel
+    SeekPreRoll SelectionDuration SelectionTime SignificantBits Software SourceImageHeight
+    SourceImageWidth StreamCount StreamType StripByteCounts StripOffsets SubfileType
+    SyncSampleTable TagTrackUID TextFace TextSize TileByteCounts TileLength TileOffsets
+    TileWidth TimeScale TimeToSampleTable TimecodeScale TotalFrameCount TotalSamples
+    TrackCreateDate TrackDefault TrackDuration TrackForced TrackHeaderVersion TrackID
+    TrackLacing TrackLanguage TrackLayer TrackModifyDate TrackNumber TrackTimecodeScale
+    TrackType TrackUID TrackVolume TransferCharacteristics Transparency TransparentColor
+    VP8Version Vendor VerticalScale VideoCodec VideoCodecID VideoFrameCount VideoFrameRate
+    VideoFullRangeFlag VideoScanType VorbisVersion WebP_Flags WhitePointX WhitePointY
+    WritingApp XResolution XingHeader YCbCrSubSampling YResolution
+    Channels Padding HandlerVendorID Free MediaData Unknown_edts Unknown_esds
+    SampleGroupDescription SampleToGroup Wide HandlerClass VendorID PurchaseFileFormat
+    Unknown_mp4a LayoutFlags AVCConfiguration HEVCConfiguration EBMLMaxIDLength
+    EBMLMaxSizeLength SeekID SeekPosition CRC-32 CueTime CueTrack CueClusterPosition
+    Matroska_0x15b0 Matroska_0x16aa Matroska_0x16bb Matroska_0x0070 BMPVersion
+    PixelsPerMeterX PixelsPerMeterY NumColors NumImportantColors RedMask GreenMask BlueMask
+    AlphaMask ColorSpace Unknown_vprp Unknown_JUNK AverageBitrate BufferSize MaxBitrate
+    Unknown_btrt
+    """.split()
+)
+# Matroska_0x15b0 is Colour, 0x16aa CodecDelay, 0x16bb SeekPreRoll (exiftool 12.57 does not
+# name them); 0x0070 is read by exiftool inside the Cues. An AVI's stream format is a
+# BITMAPINFOHEADER, which exiftool reports as if it were a BMP file (File:BMPVersion...).
+
+# Values ffmpeg writes under +bitexact, or that mean "nothing".
+NEUTRAL_VALUE = re.compile(
+    r"^(|0|0000:00:00 00:00:00|Lavf|Lavc|ffmpeg|FFmpeg|Apple|VideoHandler|SoundHandler|"
+    r"DataHandler|und|Media Handler|Data Handler|Video Track|Sound Track)$"
+)
+# Tags that may exist only with a neutral value (they name software or times when filled).
+NEUTRAL_ONLY = frozenset(
+    """
+    CompressorName CreateDate Encoder HandlerDescription MediaCreateDate MediaModifyDate
+    ModifyDate MuxingApp Software TrackCreateDate TrackModifyDate Vendor WritingApp
+    HandlerVendorID VendorID HandlerClass
+    """.split()
+)
+
+
+def exiftool(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["exiftool", "-j", "-a", "-G1", "-s", "-u", "-ee", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    if not out.strip():
+        out = subprocess.run(
+            ["exiftool", "-j", "-a", "-G1", "-s", "-u", "-ee", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    return dict(json.loads(out)[0])
+
+
+def _split(key: str) -> tuple[str, str]:
+    group, _, name = key.rpartition(":")
+    return group, name
+
+
+def tags(dump: dict[str, Any]) -> dict[str, Any]:
+    """Every tag of a dump outside the ignored groups, keyed `Group:Name`."""
+    return {
+        key: value
+        for key, value in dump.items()
+        if key != "SourceFile" and _split(key)[0].split("-")[0] not in IGNORED_GROUPS
+    }
+
+
+def unexpected_tags(path: Path) -> dict[str, Any]:
+    """Tags in a cleaned file that are neither structural nor neutral."""
+    found = {}
+    for key, value in tags(exiftool(path)).items():
+        name = _split(key)[1]
+        if name.startswith("Warning") or name == "Error":
+            found[key] = value
+        elif name in NEUTRAL_ONLY:
+            if not NEUTRAL_VALUE.match(str(value).strip()):
+                found[key] = value
+        elif name not in STRUCTURAL:
+            found[key] = value
+    return found
+
+
+def identifying_strings(path: Path) -> set[str]:
+    """String values of the input's tags (6+ characters) that are not structural."""
+    strings: set[str] = set()
+    for key, value in tags(exiftool(path)).items():
+        name = _split(key)[1]
+        if name in STRUCTURAL or not isinstance(value, str):
+            continue
+        for piece in re.findall(r"[\w@.\-+/ ]{6,}", value):
+            piece = piece.strip()
+            if len(piece) >= 6 and not NEUTRAL_VALUE.match(piece) and not piece.isdigit():
+                strings.add(piece)
+    return strings
+
+
+def strings_found(data: bytes, strings: set[str]) -> set[str]:
+    """Which of `strings` occur in `data`, as ASCII/UTF-8 or UTF-16 (either byte order)."""
+    lowered = data.lower()
+    found = set()
+    for text in strings:
+        for encoding in ("utf-8", "utf-16-le", "utf-16-be"):
+            if text.lower().encode(encoding) in lowered:
+                found.add(text)
+    return found
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_format",
+            "-show_streams",
+            "-show_chapters",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(json.loads(out))
+
+
+NEUTRAL_STREAM_TAGS = {"language", "handler_name", "vendor_id", "encoder", "DURATION"}
+
+
+def ffprobe_problems(path: Path) -> list[str]:
+    """What ffprobe shows that a cleaned audio or video file must not have."""
+    document = ffprobe(path)
+    problems = []
+    if document.get("chapters"):
+        problems.append("chapters")
+    for key, value in document.get("format", {}).get("tags", {}).items():
+        if key not in {"major_brand", "minor_version", "compatible_brands", "encoder"} or (
+            key == "encoder" and not NEUTRAL_VALUE.match(value)
+        ):
+            problems.append(f"format tag {key}={value}")
+    for stream in document.get("streams", []):
+        if stream.get("codec_type") not in ("audio", "video"):
+            problems.append(f"{stream.get('codec_type')} stream")
+        if stream.get("disposition", {}).get("attached_pic"):
+            problems.append("attached picture")
+        for key, value in stream.get("tags", {}).items():
+            if key not in NEUTRAL_STREAM_TAGS or not (
+                NEUTRAL_VALUE.match(value) or key in ("language", "DURATION", "vendor_id")
+            ):
+                problems.append(f"stream tag {key}={value}")
+    return problems

