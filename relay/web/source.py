@@ -126,6 +126,7 @@ async def submit(request: web.Request) -> web.Response:
         session = await _check_csrf(request, reader)
         message: str | None = None
         requested: list[str] = []
+        send_originals = False
         total = 0  # every byte of every part counts against the limit, not only files
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
@@ -142,6 +143,8 @@ async def submit(request: web.Request) -> web.Response:
                     raise ClientError("the drop is addressed to too many contacts")
                 requested.append(await _read_field(part, 128, "contact name"))
                 total += len(requested[-1])
+            elif part.name == "originals":
+                send_originals = await _read_field(part, 16, "originals choice") == "yes"
             elif part.name == "files":
                 if len(staged) >= limits.max_files:
                     raise LimitExceeded(f"at most {limits.max_files} files can be sent at once")
@@ -156,7 +159,7 @@ async def submit(request: web.Request) -> web.Response:
                 raise LimitExceeded("the submission is larger than this relay accepts")
         for each in staged:
             each.close()
-        return await _store_drop(request, session, message, requested, staged)
+        return await _store_drop(request, session, message, requested, staged, send_originals)
     except (ValueError, AssertionError, asyncio.IncompleteReadError, ConnectionResetError) as exc:
         if isinstance(exc, ClientError):
             raise
@@ -172,6 +175,7 @@ async def _store_drop(
     message: str | None,
     requested: list[str],
     staged: list[StagedFile],
+    send_originals: bool = False,
 ) -> web.Response:
     context = _context(request)
     text = ingest.normalise_message(message).strip() if message else ""
@@ -198,8 +202,8 @@ async def _store_drop(
     drop_id = ingest.new_drop_id()
     created = ingest.hour(now)
     async with context.sealing:
-        sealed = await asyncio.to_thread(
-            ingest.seal_drop,
+        sealed_drop = await asyncio.to_thread(
+            ingest.seal_drop_with_refusals,
             context.config.blobs,
             drop_id,
             created,
@@ -208,7 +212,9 @@ async def _store_drop(
             routing,
             context.sanitizer,
             ingest.ReplyTo(reply_recipient, reply_handle),
+            send_originals,
         )
+    sealed = sealed_drop.blobs
     try:
         await context.store.add_drop(
             ingest.drop_record(drop_id, login_id, created, sealed, routing), new_source
@@ -217,7 +223,13 @@ async def _store_drop(
         await asyncio.to_thread(blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id))
         raise
     session.login_id = login_id
-    return _page(request, "receipt.html", codename=codename, contacts_sent=routing.contacts)
+    return _page(
+        request,
+        "receipt.html",
+        codename=codename,
+        contacts_sent=routing.contacts,
+        refused=[r.for_source() for r in sealed_drop.refusals],
+    )
 
 
 async def login_form(request: web.Request) -> web.Response:

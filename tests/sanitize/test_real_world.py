@@ -54,8 +54,13 @@ def _judge_one(stripping: Stripping, path: Path, tmp_path: Path) -> str:
 
 def _run(stripping: Stripping, files: list[Path], tmp_path: Path) -> dict[str, list[str]]:
     outcome: dict[str, list[str]] = {"cleaned": [], "refused": [], "unsupported": []}
+    failures = []
     for path in files:
-        outcome[_judge_one(stripping, path, tmp_path)].append(path.name)
+        try:
+            outcome[_judge_one(stripping, path, tmp_path)].append(path.name)
+        except AssertionError as failure:  # judged all, reported together
+            failures.append(f"{path.parent.name}/{path.name}: {failure}".splitlines()[0])
+    assert failures == [], failures
     return outcome
 
 
