@@ -66,7 +66,7 @@ STRUCTURAL = frozenset(
     Matroska_0x15b0 Matroska_0x16aa Matroska_0x16bb Matroska_0x0070 BMPVersion
     PixelsPerMeterX PixelsPerMeterY NumColors NumImportantColors RedMask GreenMask BlueMask
     AlphaMask ColorSpace Unknown_vprp Unknown_JUNK AverageBitrate BufferSize MaxBitrate
-    Unknown_btrt Unknown_alac
+    Unknown_btrt Unknown_alac ColorMap AnimationLoopCount
     """.split()
 )
 # Matroska_0x15b0 is Colour, 0x16aa CodecDelay, 0x16bb SeekPreRoll (exiftool 12.57 does not

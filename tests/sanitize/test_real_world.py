@@ -59,7 +59,8 @@ def _run(stripping: Stripping, files: list[Path], tmp_path: Path) -> dict[str, l
         try:
             outcome[_judge_one(stripping, path, tmp_path)].append(path.name)
         except AssertionError as failure:  # judged all, reported together
-            failures.append(f"{path.parent.name}/{path.name}: {failure}".splitlines()[0])
+            detail = " ".join(str(failure).split())[:300]
+            failures.append(f"{path.parent.name}/{path.name}: {detail}")
     assert failures == [], failures
     return outcome
 
