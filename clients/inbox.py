@@ -2,6 +2,7 @@
 
     amanah-inbox keygen -o identity.txt            prints the member card on stdout
     amanah-inbox fetch --relay URL --identity identity.txt --out drops/
+                       [--onion-auth FILE] [--tor-socks HOST:PORT] [--tor-control HOST:PORT]
     amanah-inbox decrypt FILE --identity identity.txt [-o OUT]
     amanah-inbox reply DROP --message TEXT --relay URL --identity identity.txt --out drops/
 
@@ -12,6 +13,11 @@ and check its SHA-256 against the listing; decrypt here, on this machine; write 
 to OUT/<drop>.partial, fsync every file, rename the folder to OUT/<drop>, fsync OUT; only
 then acknowledge, after which the relay deletes the drop once every contact has it.
 A drop is never acknowledged before it is safely on this disk.
+
+Over Tor: a `.onion` --relay URL is reached through tor's SOCKS port (--tor-socks, names
+resolved by tor, never locally); --onion-auth FILE first gives the member's client-auth
+key (the `.auth_private` file the operator handed over) to that tor's control port. A
+loopback URL (the relay's `--no-tor` mode) is reached directly.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from crypto.card import MemberIdentity
 from crypto.directory import DirectoryPin, verify_directory
 from crypto.errors import CryptoError
 from crypto.keys import VerifyKey
+from onion import client as tor_client
+from onion.errors import OnionError
 
 PIN_NAME = ".directory-pin.json"
 INCOMING = ".incoming"
@@ -272,16 +280,67 @@ async def fetch_drop(relay: Relay, drop: dict[str, Any], keys: Keys, out: Path) 
         print(file=sys.stderr)
 
 
+def _connector(args: argparse.Namespace) -> aiohttp.BaseConnector | None:
+    """Through tor's SOCKS port for a .onion URL; directly for a loopback one."""
+    if tor_client.is_onion_url(args.relay):
+        return tor_client.socks_connector(args.tor_socks)
+    if args.onion_auth:
+        raise InboxError("--onion-auth is for a .onion --relay URL")
+    return None
+
+
+async def _prepare_tor(args: argparse.Namespace) -> None:
+    if not args.onion_auth:
+        return
+    password = None
+    if args.tor_control_password_file:
+        try:
+            password = Path(args.tor_control_password_file).read_text().strip()
+        except OSError as exc:
+            raise InboxError(f"cannot read the password file: {exc.strerror}") from None
+    address = await tor_client.register_client_auth_async(
+        Path(args.onion_auth), args.relay, args.tor_control, password
+    )
+    print(f"amanah-inbox: your tor has your client-auth key for {address}", file=sys.stderr)
+
+
+def _unreachable(exc: aiohttp.ClientError) -> InboxError:
+    explained = tor_client.explain(exc)
+    if explained is not None:
+        return InboxError(f"cannot reach the relay through Tor: {explained}", explained.hint)
+    return InboxError(
+        f"cannot reach the relay: {exc}", "check --relay, and that the relay is running"
+    )
+
+
+async def _first_contact(relay: Relay, out: Path, wait: float) -> None:
+    """The directory check, retried while tor says "not yet" (a descriptor not published,
+    an introduction that failed), for at most `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            await check_directory(relay, out)
+            return
+        except aiohttp.ClientError as exc:
+            explained = tor_client.explain(exc)
+            if explained is None or not explained.retryable or time.monotonic() > deadline:
+                raise
+            progress(f"waiting for the onion service: {explained}")
+            await asyncio.sleep(3)
+
+
 async def fetch(args: argparse.Namespace) -> int:
     keys = Keys(args.identity)
     out = Path(args.out)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    connector = _connector(args)
+    await _prepare_tor(args)
     async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, sock_read=120)
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_read=120)
     ) as session:
         relay = Relay(session, args.relay)
         try:
-            await check_directory(relay, out)
+            await _first_contact(relay, out, args.wait)
             await relay.login(keys.current)
             listing = await relay.json("GET", "/api/v1/drops")
             drops = listing["drops"]
@@ -292,9 +351,7 @@ async def fetch(args: argparse.Namespace) -> int:
             for drop in drops:
                 await fetch_drop(relay, drop, keys, out)
         except aiohttp.ClientError as exc:
-            raise InboxError(
-                f"cannot reach the relay: {exc}", "check --relay, and that the relay is running"
-            ) from None
+            raise _unreachable(exc) from None
     return 0
 
 
@@ -330,7 +387,9 @@ async def reply(args: argparse.Namespace) -> int:
     if not reply_to:
         raise InboxError("this drop cannot be answered: it came without a codename")
     sealed = age.encrypt(args.message.encode("utf-8"), [reply_to["recipient"]])
-    async with aiohttp.ClientSession() as session:
+    connector = _connector(args)
+    await _prepare_tor(args)
+    async with aiohttp.ClientSession(connector=connector) as session:
         relay = Relay(session, args.relay)
         try:
             await relay.login(keys.current)
@@ -348,7 +407,7 @@ async def reply(args: argparse.Namespace) -> int:
                         f"{_message(await response.read())}"
                     )
         except aiohttp.ClientError as exc:
-            raise InboxError(f"cannot reach the relay: {exc}") from None
+            raise _unreachable(exc) from None
     print("amanah-inbox: reply sealed to the source and sent", file=sys.stderr)
     return 0
 
@@ -361,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
             "example:\n"
             "  amanah-inbox keygen -o me.txt > me.card      # give me.card to the operator\n"
             "  amanah-inbox fetch --relay http://127.0.0.1:8081 --identity me.txt --out drops\n"
+            "  amanah-inbox fetch --relay http://ADDRESS.onion --onion-auth me.auth_private \\\n"
+            "      --identity me.txt --out drops          # over Tor (tor on 9050/9051)\n"
             "  amanah-inbox reply DROP_ID -m 'Thank you' --relay ... --identity me.txt --out drops"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -386,6 +447,35 @@ def build_parser() -> argparse.ArgumentParser:
             help="your identity file; repeat to add old ones after a key rotation",
         )
         p.add_argument("--out", required=True, help="where drops are saved")
+        p.add_argument(
+            "--tor-socks",
+            default=tor_client.DEFAULT_SOCKS,
+            metavar="HOST:PORT",
+            help="tor's SOCKS port, for a .onion relay (default: %(default)s; Tor Browser: 9150)",
+        )
+        p.add_argument(
+            "--onion-auth",
+            metavar="FILE",
+            help="your client-auth key file (.auth_private) for the relay's journalist service",
+        )
+        p.add_argument(
+            "--tor-control",
+            default=tor_client.DEFAULT_CONTROL,
+            metavar="HOST:PORT",
+            help="your tor's control port, to give it --onion-auth (default: %(default)s)",
+        )
+        p.add_argument(
+            "--tor-control-password-file",
+            metavar="FILE",
+            help="a control-port password, if your tor uses one instead of its cookie",
+        )
+        p.add_argument(
+            "--wait",
+            type=float,
+            default=120.0,
+            metavar="SECONDS",
+            help="how long to keep trying a relay Tor cannot reach yet (default: %(default)s)",
+        )
         p.set_defaults(run=fetch if name == "fetch" else reply)
     p = sub.add_parser("decrypt", help="decrypt one age file offline (like age -d)")
     p.add_argument("file")
@@ -402,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(result) if asyncio.iscoroutine(result) else int(result)
     except KeyboardInterrupt:
         return 130
-    except InboxError as exc:
+    except (InboxError, OnionError) as exc:
         print(f"amanah-inbox: error: {exc}", file=sys.stderr)
         if exc.hint:
             print(f"amanah-inbox: hint: {exc.hint}", file=sys.stderr)

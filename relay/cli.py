@@ -13,6 +13,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from onion import keys as onion_keys
+from onion.address import ClientAuthKey
+from onion.errors import OnionError
+from onion.keeper import STATUS_FILE, read_status
+
 from . import config as configuration
 from . import contacts, datadir
 from .blobs import BlobStore
@@ -21,11 +26,11 @@ from .ingest import drop_path
 from .store import Store
 
 EPILOG_MAIN = """\
-example, a relay with one contact on loopback:
+example, a relay with one contact, published as two onion services:
   amanah init --data ./relay
   amanah-inbox keygen -o alice.txt > alice.card
   amanah contact add the-daily --member "$(cat alice.card)" --data ./relay
-  amanah serve --no-tor --data ./relay
+  amanah serve --data ./relay        # or --no-tor: loopback only
 
 every subcommand takes --data DIR (default: $AMANAH_DATA, else ./amanah-data)
 """
@@ -53,7 +58,8 @@ async def cmd_init(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     keys = datadir.initialise(data_dir)
     async with await Store.open(data_dir / "amanah.db") as store:
-        await contacts.publish_directory(store, keys.directory_key, _now())
+        services = datadir.onion_addresses(data_dir)
+        await contacts.publish_directory(store, keys.directory_key, _now(), services)
     print(f"initialised {data_dir}", file=sys.stderr)
     print(f"directory key: {keys.directory_key.verify_key}")
     return 0
@@ -70,16 +76,79 @@ async def _republish(store: Store, data_dir: Path) -> int:
     keys = datadir.load_keys(data_dir)
     for warning in keys.warnings:
         _warn(warning)
-    return await contacts.publish_directory(store, keys.directory_key, _now())
+    services = datadir.onion_addresses(data_dir, create=True)
+    return await contacts.publish_directory(store, keys.directory_key, _now(), services)
+
+
+HANDOVER = "handover"
+
+
+def _auth_dir(text: str | None, data_dir: Path) -> Path:
+    """Where new client-auth key files go: --auth-dir, else DATA/handover (0700), which
+    `amanah status` keeps reminding the operator to empty."""
+    if text is None:
+        path = data_dir / HANDOVER
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+    path = Path(text)
+    if not path.is_dir():
+        raise ConfigError(f"--auth-dir {path} is not a directory")
+    return path
+
+
+def _waiting_handover(data_dir: Path) -> int:
+    folder = data_dir / HANDOVER
+    return len(list(folder.glob("*.auth_private"))) if folder.is_dir() else 0
+
+
+def _auth_file_name(contact: str, fingerprint: str) -> str:
+    return f"{contact}-{fingerprint[:12]}.auth_private"
+
+
+def _write_auth_files(
+    data_dir: Path, out_dir: Path, contact: str, issued: list[tuple[str, ClientAuthKey]]
+) -> list[Path]:
+    """Writes each member's client-auth private key, once, in the format of tor's
+    ClientOnionAuthDir (0600, never overwriting). The relay keeps only the public half."""
+    address = datadir.onion_addresses(data_dir, create=True)["journalist"]
+    written = []
+    for fingerprint, key in issued:
+        path = out_dir / _auth_file_name(contact, fingerprint)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write a member's client-auth key to {path}: {exc.strerror}; "
+                "that member must be rotated to get a new one"
+            ) from None
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(key.auth_private_line(address) + "\n")
+        written.append(path)
+    return written
+
+
+def _explain_auth_files(paths: list[Path]) -> None:
+    for path in paths:
+        print(f"client-auth key for the journalist onion service: {path}")
+    if paths:
+        print(
+            "give each file to its member, privately, then delete it here: the relay keeps only\n"
+            "the public half. The member runs `amanah-inbox fetch --onion-auth FILE ...`, or puts\n"
+            "the file in their tor's ClientOnionAuthDir."
+        )
 
 
 async def cmd_contact_add(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args)
+
     async def action(store: Store) -> int:
-        await contacts.add_contact(
+        out_dir = _auth_dir(args.auth_dir, data_dir)
+        issued = await contacts.add_contact(
             store, args.name, args.member, args.description, args.accepts_originals, _now()
         )
-        version = await _republish(store, _data_dir(args))
+        version = await _republish(store, data_dir)
         print(f"added {args.name} ({len(args.member)} member(s)); directory version {version}")
+        _explain_auth_files(_write_auth_files(data_dir, out_dir, args.name, issued))
         return 0
 
     return await _with_store(args, action)
@@ -124,6 +193,7 @@ async def cmd_contact_remove(args: argparse.Namespace) -> int:
         version = await _republish(store, _data_dir(args))
         print(f"removed {args.name}; {len(deleted)} drop(s) no one else was waiting for deleted")
         print(f"directory version {version}")
+        print(_withdraw_note(_data_dir(args), "its members' client-auth keys"))
         return 0
 
     return await _with_store(args, action)
@@ -133,18 +203,109 @@ async def cmd_contact_rotate(args: argparse.Namespace) -> int:
     old, sep, new = args.member.partition("=")
     if not sep:
         raise ClientError("--member takes OLDCARD=NEWCARD")
+    data_dir = _data_dir(args)
 
     async def action(store: Store) -> int:
+        out_dir = _auth_dir(args.auth_dir, data_dir)
         if old.strip() == new.strip():
             raise ClientError(
                 "the new card is the old one; make new keys with `amanah-inbox keygen`"
             )
-        await contacts.rotate_member(store, args.name, old.strip(), new.strip(), _now())
-        version = await _republish(store, _data_dir(args))
+        issued = await contacts.rotate_member(store, args.name, old.strip(), new.strip(), _now())
+        version = await _republish(store, data_dir)
         print(f"rotated a member of {args.name}; directory version {version}")
+        print(_withdraw_note(data_dir, "the old client-auth key"))
+        _explain_auth_files(_write_auth_files(data_dir, out_dir, args.name, [issued]))
         return 0
 
     return await _with_store(args, action)
+
+
+def _withdraw_note(data_dir: Path, what: str) -> str:
+    config = configuration.load(data_dir)
+    if _running_status(config) is None:
+        return f"the relay is not running; it will publish the journalist service without {what}"
+    return (
+        f"the running relay re-publishes the journalist service without {what} "
+        f"within {config.tor.sync_seconds} s"
+    )
+
+
+def _running_status(config: configuration.Config) -> dict[str, Any] | None:
+    return read_status(config.tor_data / STATUS_FILE, 3 * config.tor.sync_seconds + 30)
+
+
+async def _onion_status(data_dir: Path, store: Store) -> dict[str, Any]:
+    config = configuration.load(data_dir)
+    addresses = datadir.onion_addresses(data_dir)
+    running = _running_status(config)
+    live = (running or {}).get("services", {})
+    authorised = [
+        {"contact": contact, "member": fingerprint}
+        for contact, fingerprint, _ in await store.onion_auth_keys()
+    ]
+    onion: dict[str, Any] = {
+        "relay_running_with_tor": running is not None,
+        "client_auth_files_to_hand_over": _waiting_handover(data_dir),
+        "tor_bootstrap_percent": (running or {}).get("tor", {}).get("bootstrap_percent"),
+        "authorised_member_keys": authorised,
+    }
+    for name in onion_keys.SERVICES:
+        retiring = onion_keys.load_retiring(config.keys, name)
+        state = live.get(name, {})
+        onion[name] = {
+            "address": addresses.get(name),
+            "published": bool(state),
+            "descriptor_published": state.get("descriptor_published") if state else None,
+            "descriptor_uploads": state.get("descriptor_uploads") if state else None,
+            "proof_of_work": state.get("proof_of_work")
+            if state
+            else (config.tor.proof_of_work if name == "source" else False),
+            "client_auth_keys": state.get("client_auth_keys") if state else None,
+            "retiring": None
+            if retiring is None
+            else {"address": retiring.key.address, "withdraw_after": retiring.withdraw_after},
+        }
+    return onion
+
+
+def _print_onion_status(onion: dict[str, Any]) -> None:
+    running = onion["relay_running_with_tor"]
+    print(
+        "tor: "
+        + (
+            f"relay running, bootstrap {onion['tor_bootstrap_percent']}%"
+            if running
+            else "the relay is not running with tor (addresses below are from the keys)"
+        )
+    )
+    for name in onion_keys.SERVICES:
+        info = onion[name]
+        if not running:
+            state = "not published (relay not running)"
+        elif not info["published"]:
+            state = "not published"
+        elif info["descriptor_published"]:
+            state = f"published, descriptor on {info['descriptor_uploads']} HSDir(s)"
+        else:
+            state = "registered with tor, descriptor upload pending"
+        print(f"{name} onion: {info['address']}  [{state}]")
+        if name == "source":
+            print(f"  proof-of-work: {'on' if info['proof_of_work'] else 'off'}")
+        if info["retiring"]:
+            when = time.strftime(
+                "%Y-%m-%d %H:%M UTC", time.gmtime(info["retiring"]["withdraw_after"])
+            )
+            print(f"  previous address {info['retiring']['address']} withdrawn after {when}")
+    keys = onion["authorised_member_keys"]
+    print(f"journalist service client-auth keys: {len(keys)}")
+    if onion["client_auth_files_to_hand_over"]:
+        print(
+            f"  {onion['client_auth_files_to_hand_over']} client-auth key file(s) in the "
+            f"handover folder: give each to its member, then delete it"
+        )
+    for entry in keys:
+        print(f"  {entry['contact']} member {entry['member']}")
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -166,6 +327,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
             "storage": summary,
             "recent_errors": [{"at": e.at, "kind": e.kind, "detail": e.detail} for e in events],
         }
+        onion = await _onion_status(data_dir, store)
+        status["source_onion"] = onion["source"]["address"]
+        status["journalist_onion"] = onion["journalist"]["address"]
+        status["onion"] = onion
         if args.json:
             print(json.dumps(status, indent=2))
             return 0
@@ -174,6 +339,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         for name, info in status["contacts"].items():
             print(f"contact {name}: {info['members']} member(s), {info['waiting']} drop(s) waiting")
         print("storage: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+        _print_onion_status(onion)
         for event in events:
             print(
                 f"error at {time.strftime('%Y-%m-%d %H:%M', time.gmtime(event.at))}: "
@@ -191,16 +357,40 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     config = configuration.with_ports(
         configuration.load(data_dir), args.source_port, args.journalist_port
     )
-    if not args.no_tor:
-        raise ConfigError(
-            "publishing onion services is not built yet: run `amanah serve --no-tor` "
-            "(loopback only) until it is"
-        )
+    config = configuration.with_tor_control(config, args.tor_control)
     keys = datadir.load_keys(data_dir)
     for warning in keys.warnings:
         _warn(warning)
-    await serve(config, keys)
+    if not args.no_tor:
+        datadir.onion_addresses(data_dir, create=True)
+    await serve(config, keys, tor=not args.no_tor)
     return 0
+
+
+async def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args)
+    config = configuration.load(data_dir)
+    name = args.key.removesuffix("-onion")
+    if args.overlap < 0:
+        raise ClientError("--overlap is a number of hours, 0 or more")
+    new, retiring = onion_keys.rotate(config.keys, name, int(args.overlap * 3600), _now())
+
+    async def action(store: Store) -> int:
+        version = await _republish(store, data_dir)
+        print(f"new {name} onion address: {new.address} (directory version {version})")
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(retiring.withdraw_after))
+        print(f"the old address {retiring.key.address} stays published until {when}")
+        if _running_status(config) is not None:
+            print(f"the running relay publishes the new address within {config.tor.sync_seconds} s")
+        if name == "journalist":
+            print(
+                "members keep their client-auth keys; `amanah-inbox fetch --onion-auth FILE` "
+                "registers them for the new address (an .auth_private file in a ClientOnionAuthDir "
+                "needs its address part changed)"
+            )
+        return 0
+
+    return await _with_store(args, action)
 
 
 def _command(
@@ -243,10 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "serve",
         "run the relay",
-        "amanah serve --no-tor --source-port 8080 --journalist-port 8081",
+        "amanah serve --data ./relay    (loopback only: --no-tor --source-port 8080)",
         [common],
     )
     p.add_argument("--no-tor", action="store_true", help="loopback only, no onion services")
+    p.add_argument(
+        "--tor-control",
+        metavar="HOST:PORT",
+        help="attach to this running tor's control port instead of starting one",
+    )
     p.add_argument("--source-port", type=int, metavar="P", help="port of the source pages")
     p.add_argument("--journalist-port", type=int, metavar="Q", help="port of the journalist API")
     p.set_defaults(run=cmd_serve)
@@ -276,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--description", default="", help="what sources see about this contact")
     p.add_argument(
+        "--auth-dir",
+        metavar="DIR",
+        help="where to write each member's client-auth key file (default: DATA/handover)",
+    )
+    p.add_argument(
         "--accepts-originals", action="store_true", help="may receive unstripped originals"
     )
     p.set_defaults(run=cmd_contact_add)
@@ -302,12 +502,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name")
     p.add_argument("--member", required=True, metavar="OLDCARD=NEWCARD")
+    p.add_argument(
+        "--auth-dir",
+        metavar="DIR",
+        help="where to write the member's new client-auth key file (default: DATA/handover)",
+    )
     p.set_defaults(run=cmd_contact_rotate)
+
+    keys = _command(
+        sub,
+        "keys",
+        "rotate the relay's onion service keys",
+        "amanah keys rotate source-onion --overlap 72",
+        [],
+    )
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    p = _command(
+        ksub,
+        "rotate",
+        "give an onion service a new key and address; the old one stays for the overlap",
+        "amanah keys rotate journalist-onion --overlap 24",
+        [common],
+    )
+    p.add_argument("key", choices=["source-onion", "journalist-onion"])
+    p.add_argument(
+        "--overlap",
+        type=float,
+        default=72.0,
+        metavar="HOURS",
+        help="how long the old address stays published beside the new one (default: 72)",
+    )
+    p.set_defaults(run=cmd_keys_rotate)
 
     p = _command(
         sub,
         "status",
-        "contacts, waiting drops, storage, recent errors",
+        "contacts, waiting drops, storage, onion services, recent errors",
         "amanah status --json",
         [common],
     )
@@ -333,6 +563,11 @@ def main(argv: list[str] | None = None) -> int:
         hint = next((h for cls, h in HINTS.items() if isinstance(exc, cls)), None)
         if hint:
             print(f"amanah: hint: {hint}", file=sys.stderr)
+        return 1
+    except OnionError as exc:
+        print(f"amanah: error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"amanah: hint: {exc.hint}", file=sys.stderr)
         return 1
     except Exception as exc:  # the one place that catches everything: no tracebacks
         print(f"amanah: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)

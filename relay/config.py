@@ -56,11 +56,38 @@ class Auth:
 
 
 @dataclass(frozen=True)
+class Tor:
+    # Empty: `amanah serve` starts its own tor (its data directory is DATA/tor, its control
+    # port on loopback with cookie authentication). "HOST:PORT": attach to the tor whose
+    # control port that is, on loopback only.
+    control: str = ""
+    # Attach with a password (tor's HashedControlPassword) read from this file, instead of
+    # the cookie. The password lives in its own file, never in this one.
+    control_password_file: str = ""
+    # The tor binary to start (Debian's package `tor`).
+    binary: str = "tor"
+    # Tor's proof-of-work defence on the source service: a flood costs the flooder CPU
+    # instead of queueing out every real source. Needs tor 0.4.9; an older tor gets a
+    # warning and the service without it.
+    proof_of_work: bool = True
+    # Starts our tor with DisableNetwork 1: services are registered but never published.
+    # For tests and for preparing a relay offline.
+    disable_network: bool = False
+    # A torrc fragment added to our tor's configuration with %include (bridges, or a
+    # private test network's authorities).
+    include: str = ""
+    # Seconds between the relay's checks that the journalist service is published with
+    # exactly the current members' client-auth keys (`amanah contact` changes them).
+    sync_seconds: int = 2
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     server: Server = field(default_factory=Server)
     limits: Limits = field(default_factory=Limits)
     auth: Auth = field(default_factory=Auth)
+    tor: Tor = field(default_factory=Tor)
 
     @property
     def database(self) -> Path:
@@ -78,13 +105,20 @@ class Config:
     def keys(self) -> Path:
         return self.data_dir / "keys"
 
+    @property
+    def tor_data(self) -> Path:
+        """The data directory of the tor `amanah serve` starts, and its status file."""
+        return self.data_dir / "tor"
 
-_SECTIONS: dict[str, type] = {"server": Server, "limits": Limits, "auth": Auth}
+
+_SECTIONS: dict[str, type] = {"server": Server, "limits": Limits, "auth": Auth, "tor": Tor}
 _ENV = {
     "AMANAH_HOST": ("server", "host"),
     "AMANAH_SOURCE_PORT": ("server", "source_port"),
     "AMANAH_JOURNALIST_PORT": ("server", "journalist_port"),
+    "AMANAH_TOR_CONTROL": ("tor", "control"),
 }
+_TYPES: dict[Any, type] = {"int": int, int: int, "str": str, str: str, "bool": bool, bool: bool}
 
 DEFAULT_TOML = """\
 # Amanah relay configuration. Every setting shows its default; uncomment to change.
@@ -106,6 +140,15 @@ DEFAULT_TOML = """\
 [auth]
 # challenge_seconds = 60
 # token_seconds = 900
+
+[tor]
+# control = ""                 # empty: start our own tor; "127.0.0.1:9051": attach to it
+# control_password_file = ""   # attach with a password from this file instead of the cookie
+# binary = "tor"
+# proof_of_work = true         # PoW defence on the source service (tor 0.4.9+)
+# disable_network = false      # register services with tor but never publish (offline)
+# include = ""                 # a torrc fragment for our own tor (%include)
+# sync_seconds = 2             # how soon a contact change reaches the journalist service
 """
 
 
@@ -114,10 +157,10 @@ def _section(cls: type, values: Mapping[str, Any], where: str) -> Any:
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown setting {key!r}")
-        expected = int if known[key].type in ("int", int) else str
-        if not isinstance(value, expected) or isinstance(value, bool):
+        expected = _TYPES[known[key].type]
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
             raise ConfigError(f"{where}.{key}: expected {expected.__name__}")
-        if isinstance(value, int) and value <= 0:
+        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"{where}.{key}: must be positive")
     return cls(**values)
 
@@ -160,6 +203,13 @@ def validate(config: Config) -> None:
         raise ConfigError("source_port and journalist_port must differ")
     if not _is_loopback(server.host):
         raise ConfigError("server.host must be a loopback address; Tor reaches the relay there")
+    control = config.tor.control
+    if control:
+        host, sep, control_port = control.rpartition(":")
+        if not sep or not control_port.isdigit() or not 0 < int(control_port) < 65536:
+            raise ConfigError("tor.control must be HOST:PORT, e.g. 127.0.0.1:9051")
+        if not _is_loopback(host.strip("[]")):
+            raise ConfigError("tor.control must be a loopback address (it commands tor)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -171,6 +221,15 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def with_tor_control(config: Config, control: str | None) -> Config:
+    """The same config attaching to the tor control port `control`, where given."""
+    if control is None:
+        return config
+    updated = replace(config, tor=replace(config.tor, control=control))
+    validate(updated)
+    return updated
 
 
 def with_ports(config: Config, source: int | None, journalist: int | None) -> Config:

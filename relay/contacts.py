@@ -7,11 +7,14 @@ always see who receives, and with which keys, under the relay's signature.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from crypto.card import MemberCard
 from crypto.directory import Contact as DirectoryContact
 from crypto.directory import Directory, sign_directory
 from crypto.errors import KeyEncodingError
 from crypto.keys import SigningKey
+from onion.address import ClientAuthKey
 
 from .errors import ClientError, NotFound
 from .store import Contact, Store
@@ -41,12 +44,16 @@ def _directory_contact(contact: Contact) -> DirectoryContact:
     )
 
 
-async def publish_directory(store: Store, key: SigningKey, now: int) -> int:
-    """Signs the current contacts as the next directory version. Returns the version."""
+async def publish_directory(
+    store: Store, key: SigningKey, now: int, services: Mapping[str, str] | None = None
+) -> int:
+    """Signs the current contacts, and the relay's onion addresses (`services`: service
+    name to `….onion`, e.g. "source" and "journalist"), as the next directory version.
+    Returns the version."""
     latest = await store.latest_directory()
     version = 1 if latest is None else latest[0] + 1
     contacts = tuple(_directory_contact(c) for c in await store.list_contacts())
-    document = sign_directory(Directory(version, now, contacts), key)
+    document = sign_directory(Directory(version, now, contacts, dict(services or {})), key)
     await store.save_directory(version, now, document)
     return version
 
@@ -58,8 +65,11 @@ async def add_contact(
     description: str,
     accepts_originals: bool,
     now: int,
-) -> None:
-    """Raises ClientError for a bad name or card, Conflict if it exists."""
+) -> list[tuple[str, ClientAuthKey]]:
+    """Registers a contact, with a new client-auth key pair per member for the journalist
+    onion service (the public half is stored). Returns (member fingerprint, key pair) for
+    each member: the private halves exist only in this return value, for the operator to
+    hand over once. Raises ClientError for a bad name or card, Conflict if it exists."""
     if not cards:
         raise ClientError("a contact needs at least one --member CARD")
     rows = [parse_card(c)[1] for c in cards]
@@ -67,15 +77,33 @@ async def add_contact(
         DirectoryContact(name, description, tuple(MemberCard.parse(r[1]) for r in rows))
     except ValueError as exc:
         raise ClientError(str(exc)) from None
-    await store.add_contact(name, description, None, accepts_originals, rows, now)
+    issued = [(row[0], ClientAuthKey.generate()) for row in rows]
+    await store.add_contact(
+        name,
+        description,
+        None,
+        accepts_originals,
+        rows,
+        now,
+        onion_auth={fingerprint: key.public_base32 for fingerprint, key in issued},
+    )
+    return issued
 
 
-async def rotate_member(store: Store, name: str, old_card: str, new_card: str, now: int) -> None:
-    """Replaces one member's keys. Drops already sealed stay sealed to the old key (and
-    record its fingerprint); new drops use the new one. Raises NotFound, ClientError."""
+async def rotate_member(
+    store: Store, name: str, old_card: str, new_card: str, now: int
+) -> tuple[str, ClientAuthKey]:
+    """Replaces one member's keys, and their client-auth key for the journalist onion
+    service (the old one is withdrawn with the old member row). Drops already sealed stay
+    sealed to the old key (and record its fingerprint); new drops use the new one.
+    Returns (new fingerprint, new client-auth key pair). Raises NotFound, ClientError."""
     old, _ = parse_card(old_card)
     _, new_row = parse_card(new_card)
     contact = await store.get_contact(name)
     if not any(m.fingerprint == old.recipient.fingerprint for m in contact.members):
         raise NotFound(f"contact {name!r} has no member with that card")
-    await store.replace_member(name, old.recipient.fingerprint, new_row, now)
+    auth = ClientAuthKey.generate()
+    await store.replace_member(
+        name, old.recipient.fingerprint, new_row, now, onion_auth=auth.public_base32
+    )
+    return new_row[0], auth

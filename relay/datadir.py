@@ -3,6 +3,9 @@
     DATA/amanah.toml          configuration (commented defaults)
     DATA/keys/directory.key   the relay's Ed25519 directory signing key     0600
     DATA/keys/codename.salt   the per-relay salt of codename derivation     0600
+    DATA/keys/source-onion.key, journalist-onion.key
+                              the onion services' Ed25519 seeds (onion.keys) 0600
+    DATA/tor/                 the data directory of the tor `amanah serve` starts
     DATA/amanah.db            SQLite (WAL)
     DATA/blobs/               sealed drops and replies, one age file each
     DATA/staging/             uploads in flight, sealed to a key that lives only in RAM
@@ -21,6 +24,8 @@ from pathlib import Path
 
 from crypto.errors import KeyEncodingError
 from crypto.keys import SigningKey
+from onion import keys as onion_keys
+from onion.errors import OnionKeyError
 
 from .config import CONFIG_NAME, DEFAULT_TOML
 from .errors import ConfigError, Conflict
@@ -57,10 +62,14 @@ def initialise(data_dir: Path) -> RelayKeys:
         keys = data_dir / "keys"
         _write_secret(keys / DIRECTORY_KEY, SigningKey.generate().encode() + "\n")
         _write_secret(keys / CODENAME_SALT, secrets.token_hex(SALT_SIZE) + "\n")
+        for service in onion_keys.SERVICES:
+            onion_keys.ensure(keys, service)
         config = data_dir / CONFIG_NAME
         config.write_text(DEFAULT_TOML, encoding="utf-8")
     except FileExistsError as exc:
         raise Conflict(f"{exc.filename} exists already; refusing to overwrite a key") from exc
+    except OnionKeyError as exc:
+        raise ConfigError(str(exc)) from exc
     except OSError as exc:
         raise ConfigError(f"cannot create the data directory: {exc.strerror}") from exc
     return load_keys(data_dir)
@@ -94,3 +103,20 @@ def load_keys(data_dir: Path) -> RelayKeys:
     if len(salt) != SALT_SIZE:
         raise ConfigError(f"{CODENAME_SALT} must hold {SALT_SIZE} bytes in hex")
     return RelayKeys(directory_key, salt, tuple(warnings))
+
+
+def onion_addresses(data_dir: Path, *, create: bool = False) -> dict[str, str]:
+    """The onion services' addresses ("source", "journalist": the full `….onion`),
+    computed from the persisted keys, so they are known whether or not tor runs. With
+    `create`, a data directory from before onion keys existed gets them. Raises
+    ConfigError for a damaged key file."""
+    keys = data_dir / "keys"
+    found: dict[str, str] = {}
+    try:
+        for service in onion_keys.SERVICES:
+            key = onion_keys.ensure(keys, service) if create else onion_keys.load(keys, service)
+            if key is not None:
+                found[service] = key.address
+    except OnionKeyError as exc:
+        raise ConfigError(str(exc)) from exc
+    return found

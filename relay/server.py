@@ -12,13 +12,21 @@ import asyncio
 import logging
 import signal
 import sys
+import time
+from pathlib import Path
 
 from aiohttp import web
 
-from . import blobs
+from crypto.directory import verify_directory
+from onion.keeper import STATUS_FILE, KeeperSettings, ServiceKeeper
+from onion.services import Attach
+from onion.tor import LaunchSettings
+
+from . import blobs, contacts
 from .auth import Authenticator
 from .config import Config
 from .datadir import RelayKeys
+from .errors import ConfigError
 from .sanitize import Unstripped
 from .staging import StagingArea
 from .store import Store
@@ -84,24 +92,88 @@ async def start(
     return context, runners
 
 
-async def serve(config: Config, keys: RelayKeys) -> None:
+async def serve(config: Config, keys: RelayKeys, *, tor: bool = True) -> None:
+    """Serves until SIGINT or SIGTERM. With `tor`, starts (or attaches to) tor and keeps
+    both onion services published (`onion.keeper`); without, loopback only. Raises
+    RelayError, and OnionError when tor cannot be started or refuses."""
     configure_logging()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with await Store.open(config.database) as store:
-        _, runners = await start(config, keys, store)
-        log.info(
-            "serving sources on %s:%d and the journalist API on %s:%d (loopback only)",
-            config.server.host,
-            config.server.source_port,
-            config.server.host,
-            config.server.journalist_port,
-        )
+        # Tor first: a missing or refusing tor fails the start before anything listens.
+        keeper = await start_onion(config, keys, store) if tor else None
+        runners: list[web.AppRunner] = []
         try:
-            await stop.wait()
+            _, runners = await start(config, keys, store)
+            log.info(
+                "serving sources on %s:%d and the journalist API on %s:%d (%s)",
+                config.server.host,
+                config.server.source_port,
+                config.server.host,
+                config.server.journalist_port,
+                "reached through the onion services" if tor else "loopback only",
+            )
+            if keeper is not None:
+                await keeper.run(stop)
+            else:
+                await stop.wait()
         finally:
+            if keeper is not None:
+                await keeper.close()
             for runner in runners:
                 await runner.cleanup()
     log.info("stopped")
+
+
+def tor_how(config: Config) -> LaunchSettings | Attach:
+    """Launch our own tor, or attach to the one named in config. Raises ConfigError."""
+    settings = config.tor
+    if not settings.control:
+        return LaunchSettings(
+            data_dir=config.tor_data,
+            binary=settings.binary,
+            disable_network=settings.disable_network,
+            include=Path(settings.include) if settings.include else None,
+        )
+    host, _, port = settings.control.rpartition(":")
+    password = None
+    if settings.control_password_file:
+        try:
+            password = Path(settings.control_password_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("cannot read tor.control_password_file") from exc
+    return Attach(host.strip("[]"), int(port), password)
+
+
+async def start_onion(config: Config, keys: RelayKeys, store: Store) -> ServiceKeeper:
+    """Starts tor (or attaches), publishes both services, and signs their addresses into
+    the contact directory when they differ from the latest one's. Raises ConfigError, and
+    OnionError (tor missing, refusing, or failing) for the CLI to explain."""
+
+    async def client_auth() -> list[str]:
+        return [public for _, _, public in await store.onion_auth_keys()]
+
+    async def addresses_changed(addresses: dict[str, str]) -> None:
+        latest = await store.latest_directory()
+        if latest is not None:
+            directory, _ = verify_directory(latest[1], None)
+            if dict(directory.services) == addresses:
+                return
+        version = await contacts.publish_directory(
+            store, keys.directory_key, int(time.time()), addresses
+        )
+        log.info("signed the onion addresses into the contact directory (version %d)", version)
+
+    server = config.server
+    settings = KeeperSettings(
+        keys_dir=config.keys,
+        status_path=config.tor_data / STATUS_FILE,
+        source_target=(server.host, server.source_port),
+        journalist_target=(server.host, server.journalist_port),
+        proof_of_work=config.tor.proof_of_work,
+        sync_seconds=config.tor.sync_seconds,
+    )
+    config.tor_data.mkdir(mode=0o700, exist_ok=True)
+    return await ServiceKeeper.start(tor_how(config), settings, client_auth, addresses_changed)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +208,19 @@ _V1: Migration = (
     ) STRICT""",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+# v2 (issue 6): each member's X25519 client-auth public key for the journalist onion
+# service, in base32 as tor's ClientAuthV3 takes it. Members added before v2 have none
+# until rotated. The row goes with its member (a removed or rotated member's key is
+# withdrawn from the service because it is no longer here).
+_V2: Migration = (
+    """CREATE TABLE member_onion_auth (
+        fingerprint TEXT PRIMARY KEY REFERENCES members (fingerprint) ON DELETE CASCADE,
+        public_key TEXT NOT NULL UNIQUE CHECK (length(public_key) = 52),
+        added_at INTEGER NOT NULL
+    ) STRICT""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 
 _DUPLICATE = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
 _MISSING = "SQLITE_CONSTRAINT_FOREIGNKEY"
@@ -379,10 +391,13 @@ class Store:
         accepts_originals: bool,
         members: Sequence[tuple[str, str, str, str]],
         now: int,
+        onion_auth: Mapping[str, str] | None = None,
     ) -> Contact:
         """Registers a contact and its members, each (fingerprint, card, recipient,
-        verify_key). Raises ValueError without members, Conflict if the name, or a member's
-        fingerprint, card or verify key, is registered already."""
+        verify_key), and the members' client-auth public keys (`onion_auth`: fingerprint to
+        base32 key), in one transaction. Raises ValueError without members, Conflict if
+        the name, or a member's fingerprint, card, verify key or client-auth key, is
+        registered already."""
         if not members:
             raise ValueError("a contact needs at least one member")
         async with self._transaction("add a contact") as db:
@@ -395,6 +410,8 @@ class Store:
                 )
             for member in members:
                 await _insert_member(db, name, MemberKeys(*member), now)
+            for fingerprint, public_key in (onion_auth or {}).items():
+                await _insert_onion_auth(db, fingerprint, public_key, now)
             return await _load_contact(db, name)
 
     async def list_contacts(self) -> list[Contact]:
@@ -442,12 +459,18 @@ class Store:
         return orphans
 
     async def replace_member(
-        self, contact: str, old_fingerprint: str, new: tuple[str, str, str, str], now: int
+        self,
+        contact: str,
+        old_fingerprint: str,
+        new: tuple[str, str, str, str],
+        now: int,
+        onion_auth: str | None = None,
     ) -> Member:
         """Replaces one member key of a contact with `new` (fingerprint, card, recipient,
-        verify_key), e.g. after a rotation. Raises NotFound if the contact has no member
-        `old_fingerprint`, Conflict if the new fingerprint, card or verify key is
-        registered (to anyone else)."""
+        verify_key), e.g. after a rotation; the old member's client-auth key goes with it,
+        and `onion_auth` (base32) becomes the new member's. Raises NotFound if the contact
+        has no member `old_fingerprint`, Conflict if the new fingerprint, card or verify
+        key is registered (to anyone else)."""
         async with self._transaction("replace a member") as db:
             deleted = await _run(
                 db,
@@ -456,7 +479,22 @@ class Store:
             )
             if not deleted:
                 raise NotFound("no such member")
-            return await _insert_member(db, contact, MemberKeys(*new), now)
+            member = await _insert_member(db, contact, MemberKeys(*new), now)
+            if onion_auth is not None:
+                await _insert_onion_auth(db, member.fingerprint, onion_auth, now)
+            return member
+
+    async def onion_auth_keys(self) -> list[tuple[str, str, str]]:
+        """(contact, member fingerprint, client-auth public key in base32) of every member
+        who has one, oldest first: the keys the journalist onion service is published
+        with."""
+        async with self._locked("list client-auth keys") as db:
+            rows = await db.execute_fetchall(
+                "SELECT m.contact, a.fingerprint, a.public_key FROM member_onion_auth AS a"
+                " JOIN members AS m ON m.fingerprint = a.fingerprint"
+                " ORDER BY a.added_at, a.rowid"
+            )
+        return [(str(c), str(f), str(k)) for c, f, k in rows]
 
     async def member_by_verify_key(self, verify_key: str) -> Member | None:
         """The member who signs with `verify_key`, if any."""
@@ -831,6 +869,19 @@ async def _insert_member(
             (member.fingerprint, contact, member.card, member.recipient, member.verify_key, now),
         )
     return Member(member.fingerprint, contact, member.card, member.recipient, member.verify_key)
+
+
+async def _insert_onion_auth(
+    db: aiosqlite.Connection, fingerprint: str, public_key: str, now: int
+) -> None:
+    with _constraints(
+        duplicate="that client-auth key is registered already", missing="no such member"
+    ):
+        await _run(
+            db,
+            "INSERT INTO member_onion_auth (fingerprint, public_key, added_at) VALUES (?, ?, ?)",
+            (fingerprint, public_key, now),
+        )
 
 
 async def _load_contact(db: aiosqlite.Connection, name: str) -> Contact:

@@ -330,9 +330,14 @@ def test_status_json_is_one_json_object(data: Path) -> None:
     assert plain.code == 0 and "contact the-daily: 1 member(s), 0 drop(s) waiting" in plain.out
 
 
-def test_serve_without_no_tor_explains_itself(data: Path) -> None:
-    line = assert_one_error(amanah("serve", "--data", str(data)))
-    assert "--no-tor" in line
+def test_serve_without_tor_installed_explains_itself(data: Path) -> None:
+    config = data / "amanah.toml"
+    config.write_text(config.read_text().replace("[tor]\n", '[tor]\nbinary = "/no/tor"\n'))
+    ran = amanah(
+        "serve", "--source-port", str(free_port()), "--journalist-port", str(free_port()),
+        "--data", str(data),
+    )  # fmt: skip
+    assert_one_error(ran, "tor is not installed", "apt-get install tor")
 
 
 def test_serve_refuses_equal_ports(data: Path) -> None:
