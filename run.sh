@@ -6,5 +6,7 @@ ensure_debian_packages "${RUN_PACKAGES[@]}"
 ensure_venv ""
 export AMANAH_DATA="${AMANAH_DATA:-$ROOT/amanah-data}"
 [ -f "$AMANAH_DATA/amanah.toml" ] || "$VENV/bin/amanah" init
-# Loopback only until the onion services land (issue 6): then tor starts here too.
-exec "$VENV/bin/amanah" serve --no-tor "$@"
+# The relay starts its own tor (data in $AMANAH_DATA/tor) and publishes its two onion
+# services; `amanah status` shows their addresses. Without a network, tor keeps the
+# services registered and their publication pending (the log says so). `--no-tor`: loopback.
+exec "$VENV/bin/amanah" serve "$@"
