@@ -90,9 +90,11 @@ def bwrap_prefix() -> list[str]:
     for etc in ("/etc/alternatives", "/etc/ld.so.cache"):
         if os.path.exists(etc):
             command += ["--ro-bind", etc, etc]
+    # The private /tmp first: a later mount hides what is under it, and the project (or
+    # its venv) may itself live under /tmp, as a fresh CI checkout can.
+    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 - empty, private
     for path in _read_only_paths():
         command += ["--ro-bind", path, path]
-    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 - empty, private
     command += ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     command += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--chdir", "/", "--"]
     return command
