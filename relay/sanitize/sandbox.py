@@ -100,6 +100,31 @@ def bwrap_prefix() -> list[str]:
     return command
 
 
+# Memory, measured (bench/sanitize.py; a 200 MB H.264/AAC MP4, its index at the end as
+# phones write it; every process of the tree polled every 3 ms):
+# - no process is large: the worker's Python 24 MiB, ffprobe 53, the remux 53, the decode
+#   check 71 (VmHWM; 40 of each ffmpeg's is shared libraries), at most 119 MiB summed over
+#   the processes alive at one instant, the same at 100 and 500 MB;
+# - the size-proportional memory is the two memfds, which no RSS shows (their pages are
+#   shmem, mapped by nobody): the input (190 MiB) and the result (190 MiB), 379 MiB
+#   together from the end of the remux until the worker exited; 498 MiB in all at the peak,
+#   1066 MiB for a 500 MB file. A Python copy of the file, pipes or mmaps were not it.
+# Done: the worker empties the input memfd as soon as nothing reads it again
+# (worker.release_input): after the remux the result is checked for ~1.6 s (200 MB) with
+# only the result held, so two concurrent jobs rarely hold four copies. The peak (input and
+# result, at the end of the remux) is still twice the file.
+# Why not less, here: ffmpeg must seek in an MP4 whose index is at its end, so the CLI
+# needs the plaintext in a seekable file (memfd or tmpfs: the same RAM); the MP4 muxer
+# needs a seekable output (it patches the mdat size, and +faststart moves the index) and
+# the checks read the result again. The flat design, for when PyAV (or a custom AVIO) is
+# a dependency: the worker demuxes from a file object that asks the parent for
+# (offset, length) over a socketpair, served from the sealed staging file
+# (staging.SealedReader, 64 KiB chunks), and muxes into a file object backed by the
+# parent's encrypted spill file (ChaCha20 at an offset, key in RAM only), which the checks
+# read back the same way: RAM then flat (~60 MiB per job, notes/performance.md: PyAV remux
+# measures like the CLI), plaintext still never on a disk path.
+
+
 def _fill_memfd(src: BinaryIO) -> tuple[int, str, int]:
     """Copies `src` into a new memfd: (descriptor, SHA-256, size)."""
     fd = os.memfd_create("in", 0)

@@ -83,6 +83,7 @@ def clean_image(mime: str, files: Files) -> dict[str, Any]:
 
     images.configure()
     data = _read_input(files)
+    release_input(files)  # the bytes are here now
     try:
         picture = images.inspect(data)
     except Image.DecompressionBombError:
@@ -102,6 +103,15 @@ def clean_image(mime: str, files: Files) -> dict[str, Any]:
     images.verify(out, picture, converted)
     _write_output(files, out)
     return {"ok": True, "mime": out_mime, "removed": removed + names, "note": ""}
+
+
+def release_input(files: Files) -> None:
+    """Empties the input memfd once nothing reads it again: its pages (the whole file) go
+    back to the system while the result is checked, instead of when the worker exits.
+    The parent and the worker share one open file, so this frees it for both. Measured on
+    a 200 MB MP4 (notes in sandbox.py): input and output memfds together held 379 MiB for
+    the 1.6 s of checks after the remux; with this, 190 MiB."""
+    os.ftruncate(files.input, 0)
 
 
 def clean_media(mime: str, files: Files) -> dict[str, Any]:
@@ -127,6 +137,7 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
         files.input_path, files.output_path, formats, source_layout
     )
     media.run(command, fds, FFMPEG_TIMEOUT)
+    release_input(files)
     readback = muxer_demuxer(muxer)
     result = media.probe(files.output_path, readback, fds, FFMPEG_TIMEOUT)
     media.check(source_layout, media.layout(result), audio_only)
