@@ -82,12 +82,22 @@ class Tor:
 
 
 @dataclass(frozen=True)
+class Sanitize:
+    # A type the sanitizer cannot clean is refused by default. An operator may choose to
+    # forward such files as they were sent; each is then flagged to the contact in
+    # capitals, and the source is warned on the receipt. Off: a source who does not know
+    # what a file carries is protected from it.
+    forward_unsupported: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     server: Server = field(default_factory=Server)
     limits: Limits = field(default_factory=Limits)
     auth: Auth = field(default_factory=Auth)
     tor: Tor = field(default_factory=Tor)
+    sanitize: Sanitize = field(default_factory=Sanitize)
 
     @property
     def database(self) -> Path:
@@ -111,7 +121,13 @@ class Config:
         return self.data_dir / "tor"
 
 
-_SECTIONS: dict[str, type] = {"server": Server, "limits": Limits, "auth": Auth, "tor": Tor}
+_SECTIONS: dict[str, type] = {
+    "server": Server,
+    "limits": Limits,
+    "auth": Auth,
+    "tor": Tor,
+    "sanitize": Sanitize,
+}
 _ENV = {
     "AMANAH_HOST": ("server", "host"),
     "AMANAH_SOURCE_PORT": ("server", "source_port"),
@@ -149,6 +165,11 @@ DEFAULT_TOML = """\
 # disable_network = false      # register services with tor but never publish (offline)
 # include = ""                 # a torrc fragment for our own tor (%include)
 # sync_seconds = 2             # how soon a contact change reaches the journalist service
+
+[sanitize]
+# Files whose type cannot be cleaned are refused. true: forward them unchanged instead,
+# flagged NOT STRIPPED to the contact (they may identify the source).
+# forward_unsupported = false
 """
 
 

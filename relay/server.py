@@ -27,7 +27,7 @@ from .auth import Authenticator
 from .config import Config
 from .datadir import RelayKeys
 from .errors import ConfigError
-from .sanitize import Unstripped
+from .sanitize import Stripping
 from .staging import StagingArea
 from .store import Store
 from .web import journalist, source
@@ -69,7 +69,7 @@ async def start(
         keys=keys,
         store=store,
         staging=staging,
-        sanitizer=Unstripped(),
+        sanitizer=Stripping(forward_unsupported=config.sanitize.forward_unsupported),
         sessions=Sessions(),
         auth=Authenticator(
             keys.directory_key.verify_key, config.auth.challenge_seconds, config.auth.token_seconds

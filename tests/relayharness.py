@@ -131,6 +131,15 @@ def set_limits(data: Path, **limits: int) -> None:
     config.write_text(text)
 
 
+def forward_unsupported(data: Path) -> None:
+    """The operator's opt-in: files the sanitizer cannot clean (random bytes, here) are
+    forwarded unchanged, flagged NOT STRIPPED, instead of refused."""
+    config = data / "amanah.toml"
+    text = config.read_text()
+    assert "# forward_unsupported = false" in text
+    config.write_text(text.replace("# forward_unsupported = false", "forward_unsupported = true"))
+
+
 @dataclass
 class RelayProcess:
     """`amanah serve --no-tor` as a subprocess, with stdout and stderr captured to files

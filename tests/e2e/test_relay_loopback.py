@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from PIL import Image
 
 from crypto.codename import derive_codename_keys
 from tests.relayharness import (
@@ -37,6 +39,7 @@ from tests.relayharness import (
     api_json,
     codename_of,
     form,
+    forward_unsupported,
     fresh_csrf,
     init_data,
     keygen,
@@ -188,6 +191,7 @@ def test_full_run_on_loopback(tmp_path: Path, relays: RelayPool) -> None:
     un = [keygen(keys / "un-1.txt"), keygen(keys / "un-2.txt")]
     add_contact(data, "daily-news", daily)
     add_contact(data, "un-inquiry", un)
+    forward_unsupported(data)  # the files below are random bytes: no type to clean
 
     # What the source sends: a ~200 MB file, a small text file, a small binary; each with
     # a marker, and a browser-side filename with a marker of its own.
@@ -378,3 +382,58 @@ def test_the_marker_scan_sees_what_it_looks_for(tmp_path: Path) -> None:
         f"{generated}: {marker}",
         f"{straddling}: {marker} (UTF-16-LE)",
     ]
+
+
+def test_the_relay_strips_a_photo_and_refuses_what_it_cannot_clean(
+    tmp_path: Path, relays: RelayPool
+) -> None:
+    """The sanitizer in the relay, at its defaults: a camera photo with GPS arrives without
+    it (exiftool judges), and an unknown binary in the same submission is refused by its
+    position while the rest of the drop goes through."""
+    data = tmp_path / "data"
+    init_data(data)
+    member = keygen(tmp_path / "daily.txt")
+    add_contact(data, "daily-news", [member])
+    photo = tmp_path / "camera.jpg"
+    Image.new("RGB", (320, 240), (40, 120, 200)).save(photo, quality=90)
+    run(
+        "exiftool",
+        "-overwrite_original",
+        "-GPSLatitude=33.5138",
+        "-GPSLatitudeRef=N",
+        "-GPSLongitude=36.2765",
+        "-GPSLongitudeRef=E",
+        "-Make=MarkerCamMaker",
+        "-Model=MarkerModel9000",
+        "-SerialNumber=SN0042424242",
+        photo,
+    )
+    relay = relays.new(data)
+
+    async def send() -> str:
+        async with source_session() as session:
+            csrf = await fresh_csrf(session, relay.source_url)
+            uploads = [
+                Upload("holiday.jpg", photo.read_bytes(), "image/jpeg"),
+                Upload("notes.bin", os.urandom(5000)),
+            ]
+            status, page = await submit(session, relay.source_url, form(csrf, None, [], uploads))
+            assert status == 200, page
+            return page
+
+    page = asyncio.run(send())
+    assert "Not sent" in page and "file 2" in page  # refused by position, never by name
+    assert "notes.bin" not in page
+    out = tmp_path / "out"
+    assert fetch(relay, member, out).returncode == 0
+    (folder,) = received(out)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [f["name"] for f in manifest["files"]] == ["photo-1.jpg"]
+    assert manifest["files"][0]["metadata"]["stripped"] is True
+    assert any("GPS" in name for name in manifest["files"][0]["metadata"]["removed"])
+    tags = json.loads(run("exiftool", "-j", "-a", "-G1", "-s", folder / "photo-1.jpg").stdout)[0]
+    leaked = [k for k in tags if "GPS" in k or k.endswith(("Make", "Model", "SerialNumber"))]
+    assert leaked == []
+    stored = (folder / "photo-1.jpg").read_bytes()
+    for marker in (b"MarkerCamMaker", b"MarkerModel9000", b"SN0042424242"):
+        assert marker not in stored

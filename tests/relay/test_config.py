@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from relay import config as configuration
-from relay.config import CONFIG_NAME, DEFAULT_TOML, Auth, Config, Limits, Server, Tor
+from relay.config import (
+    CONFIG_NAME,
+    DEFAULT_TOML,
+    Auth,
+    Config,
+    Limits,
+    Sanitize,
+    Server,
+    Tor,
+)
 from relay.errors import ConfigError
 
 NO_ENV: dict[str, str] = {}
@@ -61,7 +70,8 @@ def test_every_commented_value_is_the_real_default(tmp_path: Path) -> None:
     """Uncommenting every setting must change nothing: the comments tell the truth."""
     live = uncommented(DEFAULT_TOML)
     settings = [line for line in live.splitlines() if re.match(r"^[a-z_]+ = ", line)]
-    fields = {f.name for cls in (Server, Limits, Auth, Tor) for f in dataclasses.fields(cls)}
+    sections = (Server, Limits, Auth, Tor, Sanitize)
+    fields = {f.name for cls in sections for f in dataclasses.fields(cls)}
     assert {line.split(" = ")[0] for line in settings} == fields  # every setting is shown
     data_dir = write(tmp_path / "d", live)
     assert configuration.load(data_dir, NO_ENV) == Config(data_dir)

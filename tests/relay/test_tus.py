@@ -25,6 +25,7 @@ from tests.relayharness import (
     RelayProcess,
     add_contact,
     api_json,
+    forward_unsupported,
     init_data,
     keygen,
     set_limits,
@@ -41,6 +42,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RelayProce
     data = root / "data"
     init_data(data)
     set_limits(data, max_total_bytes=MAX_TOTAL)
+    forward_unsupported(data)  # random bytes: forwarded flagged, so they can be compared
     member = keygen(root / "alice.txt")
     add_contact(data, "alpha", [member])
     add_contact(data, "beta", [keygen(root / "bob.txt")])
