@@ -304,7 +304,7 @@ async def _prepare_tor(args: argparse.Namespace) -> None:
     print(f"amanah-inbox: your tor has your client-auth key for {address}", file=sys.stderr)
 
 
-def _unreachable(exc: aiohttp.ClientError) -> InboxError:
+def _unreachable(exc: Exception) -> InboxError:
     explained = tor_client.explain(exc)
     if explained is not None:
         return InboxError(f"cannot reach the relay through Tor: {explained}", explained.hint)
@@ -321,7 +321,7 @@ async def _first_contact(relay: Relay, out: Path, wait: float) -> None:
         try:
             await check_directory(relay, out)
             return
-        except aiohttp.ClientError as exc:
+        except tor_client.TRANSPORT_ERRORS as exc:
             explained = tor_client.explain(exc)
             if explained is None or not explained.retryable or time.monotonic() > deadline:
                 raise
@@ -350,7 +350,7 @@ async def fetch(args: argparse.Namespace) -> int:
             )
             for drop in drops:
                 await fetch_drop(relay, drop, keys, out)
-        except aiohttp.ClientError as exc:
+        except tor_client.TRANSPORT_ERRORS as exc:
             raise _unreachable(exc) from None
     return 0
 
@@ -406,7 +406,7 @@ async def reply(args: argparse.Namespace) -> int:
                         f"the relay refused the reply: {response.status} "
                         f"{_message(await response.read())}"
                     )
-        except aiohttp.ClientError as exc:
+        except tor_client.TRANSPORT_ERRORS as exc:
             raise _unreachable(exc) from None
     print("amanah-inbox: reply sealed to the source and sent", file=sys.stderr)
     return 0

@@ -44,6 +44,17 @@ _SOCKS_REPLIES: dict[int, tuple[str, bool]] = {
 _REPLY_CODE = re.compile(r"0X([0-9A-F]{2})", re.IGNORECASE)
 
 
+# What a request through tor's SOCKS port can raise besides the HTTP exchange itself:
+# aiohttp-socks' errors are not aiohttp.ClientError subclasses.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    aiohttp.ClientError,
+    ProxyError,
+    ProxyConnectionError,
+    ProxyTimeoutError,
+    TimeoutError,
+)
+
+
 class TorClientError(OnionError):
     """A request through Tor failed; `retryable` when trying again later may work."""
 
@@ -92,8 +103,8 @@ def explain(exc: Exception) -> TorClientError | None:
             message, retryable = _SOCKS_REPLIES[code]
             return TorClientError(message, retryable=retryable)
         return TorClientError(f"tor could not connect: {exc}", retryable=True)
-    if isinstance(exc, ProxyConnectionError | ProxyTimeoutError):
-        return TorClientError(f"the Tor SOCKS port failed: {exc}", retryable=True)
+    if isinstance(exc, ProxyConnectionError | ProxyTimeoutError | TimeoutError):
+        return TorClientError(f"the connection through tor failed: {exc}", retryable=True)
     if isinstance(exc, aiohttp.ClientConnectorError) and exc.__cause__ is not None:
         return explain(exc.__cause__) if isinstance(exc.__cause__, Exception) else None
     return None

@@ -320,7 +320,9 @@ class TorControl:
             ) from exc
         except stem.ControllerError as exc:
             raise ControlError(f"failed to {what}: {exc}") from exc
-        if not reply.is_ok():
+        # 250 is OK; ONION_CLIENT_AUTH_ADD also answers 251 (replaced) and 252 (registered,
+        # and a cached descriptor could now be decrypted): successes too.
+        if not all(code in ("250", "251", "252") for code, _, _ in reply.content()):
             error = ServiceError if "ONION" in line.split(" ", 1)[0] else ControlError
             raise error(f"tor refused to {what}: {_reply_text(reply)}")
         return reply
