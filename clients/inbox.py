@@ -44,6 +44,7 @@ from crypto.errors import CryptoError
 from crypto.keys import VerifyKey
 from onion import client as tor_client
 from onion.errors import OnionError
+from relay.sanitize import extension_for
 
 PIN_NAME = ".directory-pin.json"
 INCOMING = ".incoming"
@@ -224,7 +225,25 @@ def decrypt_file(sealed: Path, plain: Path, keys: Keys) -> None:
         os.fsync(dst.fileno())
 
 
-async def fetch_drop(relay: Relay, drop: dict[str, Any], keys: Keys, out: Path) -> None:
+def originals_for(manifest: dict[str, Any], contact: str) -> list[tuple[str, str]]:
+    """(blob, file name) of every original sealed to `contact` (a contact that accepts
+    originals, when the source chose to send them). Raises InboxError for a bad name."""
+    found = []
+    for entry in manifest.get("files", []):
+        original = entry.get("original")
+        if not original or contact not in original.get("contacts", []):
+            continue
+        number = re.fullmatch(r"original-([1-9][0-9]{0,3})", str(original.get("blob", "")))
+        if number is None:
+            raise InboxError("the manifest names an original unsafely; not saved")
+        extension = extension_for(str(entry.get("detected_type", "")))
+        found.append((number.group(0), f"original-{number.group(1)}.{extension}"))
+    return found
+
+
+async def fetch_drop(
+    relay: Relay, drop: dict[str, Any], keys: Keys, out: Path, contact: str
+) -> None:
     drop_id = drop["id"]
     if not _DROP_ID.fullmatch(drop_id):
         raise InboxError("the relay listed a malformed drop id")
@@ -262,6 +281,9 @@ async def fetch_drop(relay: Relay, drop: dict[str, Any], keys: Keys, out: Path) 
             await asyncio.to_thread(
                 decrypt_file, incoming / entry["blob"], partial / entry["name"], keys
             )
+        # Originals, with their metadata (evidence), only where they were sealed to us.
+        for blob, name in originals_for(manifest, contact):
+            await asyncio.to_thread(decrypt_file, incoming / blob, partial / name, keys)
         fd = os.open(partial / "manifest.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(manifest_bytes)
@@ -349,7 +371,7 @@ async def fetch(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             for drop in drops:
-                await fetch_drop(relay, drop, keys, out)
+                await fetch_drop(relay, drop, keys, out, listing["contact"])
         except tor_client.TRANSPORT_ERRORS as exc:
             raise _unreachable(exc) from None
     return 0

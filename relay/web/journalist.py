@@ -33,11 +33,11 @@ from crypto.errors import HeaderError
 from .. import blobs, ingest
 from ..auth import canonical_key
 from ..errors import ClientError, LimitExceeded, NotFound, Unauthorized
-from ..store import Drop, Member, Reply
+from ..store import Blob, Drop, Member, Reply
 from .common import CONTEXT, RelayContext, error_middleware, security_headers
 
 _DROP_ID = re.compile(r"[0-9a-f]{32}")
-_BLOB_NAME = re.compile(r"manifest|message|item-[1-9][0-9]{0,3}")
+_BLOB_NAME = re.compile(r"manifest|message|(item|original)-[1-9][0-9]{0,3}")
 
 
 def _context(request: web.Request) -> RelayContext:
@@ -99,13 +99,23 @@ async def _drop_for(request: web.Request, member: Member) -> Drop:
     return await store.get_drop(drop_id)
 
 
-def _drop_json(drop: Drop) -> dict[str, Any]:
+async def _visible_blobs(request: web.Request, member: Member, drop: Drop) -> list[Blob]:
+    """A drop's blobs as this member's contact may fetch them: originals (sealed only to
+    contacts that accept them) are neither listed nor served to any other contact."""
+    contact = await _context(request).store.get_contact(member.contact)
+    return [
+        b for b in drop.blobs if contact.accepts_originals or not b.name.startswith("original-")
+    ]
+
+
+async def _drop_json(request: web.Request, member: Member, drop: Drop) -> dict[str, Any]:
+    blobs = await _visible_blobs(request, member, drop)
     return {
         "id": drop.id,
         "created_at": drop.created_at,
         "sealed_on": drop.sealed_on,
-        "size": drop.total_size,
-        "blobs": [{"name": b.name, "size": b.size, "sha256": b.sha256} for b in drop.blobs],
+        "size": sum(b.size for b in blobs),
+        "blobs": [{"name": b.name, "size": b.size, "sha256": b.sha256} for b in blobs],
     }
 
 
@@ -145,19 +155,21 @@ async def token(request: web.Request) -> web.Response:
 async def list_drops(request: web.Request) -> web.Response:
     member = await _member(request)
     drops = await _context(request).store.list_drops(member.contact)
-    return web.json_response({"contact": member.contact, "drops": [_drop_json(d) for d in drops]})
+    listed = [await _drop_json(request, member, d) for d in drops]
+    return web.json_response({"contact": member.contact, "drops": listed})
 
 
 async def get_drop(request: web.Request) -> web.Response:
     member = await _member(request)
-    return web.json_response(_drop_json(await _drop_for(request, member)))
+    return web.json_response(await _drop_json(request, member, await _drop_for(request, member)))
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     member = await _member(request)
     drop = await _drop_for(request, member)
     name = request.match_info["name"]
-    if not _BLOB_NAME.fullmatch(name) or name not in {b.name for b in drop.blobs}:
+    visible = await _visible_blobs(request, member, drop)
+    if not _BLOB_NAME.fullmatch(name) or name not in {b.name for b in visible}:
         raise NotFound("no such blob")
     path = _context(request).drops_root / drop.id / name
     size = next((b.size for b in drop.blobs if b.name == name), 0)

@@ -384,18 +384,9 @@ def test_the_marker_scan_sees_what_it_looks_for(tmp_path: Path) -> None:
     ]
 
 
-def test_the_relay_strips_a_photo_and_refuses_what_it_cannot_clean(
-    tmp_path: Path, relays: RelayPool
-) -> None:
-    """The sanitizer in the relay, at its defaults: a camera photo with GPS arrives without
-    it (exiftool judges), and an unknown binary in the same submission is refused by its
-    position while the rest of the drop goes through."""
-    data = tmp_path / "data"
-    init_data(data)
-    member = keygen(tmp_path / "daily.txt")
-    add_contact(data, "daily-news", [member])
-    photo = tmp_path / "camera.jpg"
-    Image.new("RGB", (320, 240), (40, 120, 200)).save(photo, quality=90)
+def gps_photo(path: Path) -> Path:
+    """A small JPEG carrying GPS, a camera make and model, and a serial number."""
+    Image.new("RGB", (320, 240), (40, 120, 200)).save(path, quality=90)
     run(
         "exiftool",
         "-overwrite_original",
@@ -406,8 +397,71 @@ def test_the_relay_strips_a_photo_and_refuses_what_it_cannot_clean(
         "-Make=MarkerCamMaker",
         "-Model=MarkerModel9000",
         "-SerialNumber=SN0042424242",
-        photo,
+        path,
     )
+    return path
+
+
+def test_originals_reach_only_contacts_that_accept_them(tmp_path: Path, relays: RelayPool) -> None:
+    """The source ticks "also send the originals": the investigator (accepts originals)
+    receives the photo stripped and the original with its GPS, through amanah-inbox; the
+    newsroom receives the stripped photo only."""
+    data = tmp_path / "data"
+    init_data(data)
+    un, daily = keygen(tmp_path / "un.txt"), keygen(tmp_path / "daily.txt")
+    run(
+        AMANAH,
+        "contact",
+        "add",
+        "un-inquiry",
+        "--member",
+        un.card,
+        "--accepts-originals",
+        "--data",
+        data,
+    )
+    add_contact(data, "daily-news", [daily])
+    photo = gps_photo(tmp_path / "camera.jpg")
+    relay = relays.new(data)
+
+    async def send() -> None:
+        async with source_session() as session:
+            csrf = await fresh_csrf(session, relay.source_url)
+            fields = form(
+                csrf,
+                "see attached",
+                ["un-inquiry", "daily-news"],
+                [Upload("x.jpg", photo.read_bytes(), "image/jpeg")],
+            )
+            fields.add_field("originals", "yes")
+            status, page = await submit(session, relay.source_url, fields)
+            assert status == 200, page
+
+    asyncio.run(send())
+    for member, expect_original in ((un, True), (daily, False)):
+        out = tmp_path / f"out-{member.identity_file.stem}"
+        done = fetch(relay, member, out)
+        assert done.returncode == 0, done.stderr
+        (folder,) = received(out)
+        names = sorted(p.name for p in folder.iterdir())
+        assert ("original-1.jpg" in names) is expect_original, names
+        assert "photo-1.jpg" in names
+        assert b"MarkerCamMaker" not in (folder / "photo-1.jpg").read_bytes()
+        if expect_original:
+            assert (folder / "original-1.jpg").read_bytes() == photo.read_bytes()
+
+
+def test_the_relay_strips_a_photo_and_refuses_what_it_cannot_clean(
+    tmp_path: Path, relays: RelayPool
+) -> None:
+    """The sanitizer in the relay, at its defaults: a camera photo with GPS arrives without
+    it (exiftool judges), and an unknown binary in the same submission is refused by its
+    position while the rest of the drop goes through."""
+    data = tmp_path / "data"
+    init_data(data)
+    member = keygen(tmp_path / "daily.txt")
+    add_contact(data, "daily-news", [member])
+    photo = gps_photo(tmp_path / "camera.jpg")
     relay = relays.new(data)
 
     async def send() -> str:
