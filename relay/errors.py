@@ -8,7 +8,9 @@
     └── ClientError     400    a request a client got wrong
         ├── LimitExceeded 413  too large, too many files, too long a message
         ├── Unauthorized  401  missing, expired, replayed or forged credentials
-        └── Forbidden     403  authenticated, but not allowed
+        ├── Forbidden     403  authenticated, but not allowed
+        ├── PreconditionFailed 412   a protocol version this relay does not speak (tus)
+        └── UnsupportedMediaType 415 a body of the wrong type (tus PATCH)
 
 Messages are shown to whoever caused them (an operator at the CLI, a source in a page, a
 contact's client) and never contain a filename, codename, key, address or message text.
@@ -67,3 +69,15 @@ class Forbidden(ClientError):
     """The caller is known but may not do this."""
 
     status = 403
+
+
+class PreconditionFailed(ClientError):
+    """The client speaks a protocol version this relay does not (tus: Tus-Resumable)."""
+
+    status = 412
+
+
+class UnsupportedMediaType(ClientError):
+    """The body is not of the type this route takes."""
+
+    status = 415

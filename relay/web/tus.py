@@ -36,7 +36,15 @@ from email.utils import formatdate
 from aiohttp import web
 
 from .. import blobs, ingest
-from ..errors import ClientError, Conflict, LimitExceeded, NotFound, RelayError
+from ..errors import (
+    ClientError,
+    Conflict,
+    LimitExceeded,
+    NotFound,
+    PreconditionFailed,
+    RelayError,
+    UnsupportedMediaType,
+)
 from ..staging import StagedFile
 from .common import CONTEXT, RelayContext
 
@@ -48,18 +56,6 @@ UPLOAD_SECONDS = 24 * 3600
 MAX_UPLOADS = 1000  # in flight at once, all sources together: bounds RAM and disk
 MAX_METADATA = 4096
 READ_SIZE = 1 << 20
-
-
-class PreconditionFailed(ClientError):
-    status = 412
-
-
-class UnsupportedMediaType(ClientError):
-    status = 415
-
-
-class Gone(ClientError):
-    status = 410
 
 
 @dataclass
