@@ -22,7 +22,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -129,6 +130,27 @@ def set_limits(data: Path, **limits: int) -> None:
     lines = [f"{k} = {v}" for k, v in limits.items()]
     text = config.read_text().replace("[limits]\n", "[limits]\n" + "\n".join(lines) + "\n", 1)
     config.write_text(text)
+
+
+@contextmanager
+def serving_with_tor(data: Path, tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`amanah serve` with its own tor, its output in tmp/serve.log. Stopped on exit:
+    SIGTERM, then SIGKILL after 20 s (tor can hang on shutdown)."""
+    source_port, journalist_port = free_ports(2)
+    log = tmp / "serve.log"
+    command = [AMANAH, "serve", "--data", str(data), "--source-port", str(source_port)]
+    command += ["--journalist-port", str(journalist_port)]
+    with log.open("wb") as out:
+        relay = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=child_env(tmp))
+    try:
+        yield relay, log
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        try:
+            relay.wait(20)
+        except subprocess.TimeoutExpired:
+            relay.kill()
+            relay.wait(5)
 
 
 def forward_unsupported(data: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,13 +21,12 @@ from tests.onion.privnet import PrivateTorNetwork, rss_mib
 from tests.relayharness import (
     AMANAH,
     INBOX,
-    child_env,
     codename_of,
     csrf_of,
     form,
-    free_ports,
     keygen,
     run,
+    serving_with_tor,
 )
 
 pytestmark = [pytest.mark.tor, pytest.mark.slow]
@@ -132,15 +130,7 @@ def test_a_drop_through_the_private_tor_network(tmp_path: Path, network: Private
     journalist_url = f"http://{status['journalist_onion']}"
     socks = f"127.0.0.1:{network.client_socks}"
 
-    source_port, journalist_port = free_ports(2)
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        relay = subprocess.Popen(
-            [AMANAH, "serve", "--data", str(data), "--source-port", str(source_port),
-             "--journalist-port", str(journalist_port)],
-            stdout=out, stderr=subprocess.STDOUT, env=child_env(tmp_path),
-        )  # fmt: skip
-    try:
+    with serving_with_tor(data, tmp_path) as (relay, log):
         deadline = network.started_at + REACH_TIMEOUT
         try:
             page = asyncio.run(get_through_tor(socks, source_url, deadline))
@@ -192,13 +182,6 @@ def test_a_drop_through_the_private_tor_network(tmp_path: Path, network: Private
         (folder,) = [p for p in (tmp_path / "alice").iterdir() if not p.name.startswith(".")]
         assert (folder / "message.txt").read_text() == message
         assert network.running() == []
-    finally:
-        relay.send_signal(signal.SIGTERM)
-        try:
-            relay.wait(20)
-        except subprocess.TimeoutExpired:
-            relay.kill()
-            relay.wait(5)
     text = log.read_text()
     assert relay.returncode == 0, text
     for secret in (alice.identity_file.read_text(), bob_auth.read_text().split(":")[3]):

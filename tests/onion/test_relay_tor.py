@@ -4,9 +4,7 @@ and `amanah serve`/`status`/`contact`/`keys rotate` with a real tor (DisableNetw
 from __future__ import annotations
 
 import json
-import signal
 import stat
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from onion.address import parse_auth_private, service_id
 from relay import config as configuration
 from relay.config import Tor
 from relay.errors import ConfigError
-from tests.relayharness import AMANAH, child_env, free_ports, keygen, run
+from tests.relayharness import AMANAH, keygen, run, serving_with_tor
 
 TOR_CONFIG = "[tor]\ndisable_network = true\nsync_seconds = 1\n"
 
@@ -92,15 +90,7 @@ def test_serve_publishes_both_services_and_follows_contact_changes(tmp_path: Pat
         assert sid + ".onion" == journalist
         assert f.read_text().split(":")[3].strip() not in added.stdout + added.stderr
 
-    source_port, journalist_port = free_ports(2)
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        relay = subprocess.Popen(
-            [AMANAH, "serve", "--data", str(data), "--source-port", str(source_port),
-             "--journalist-port", str(journalist_port)],
-            stdout=out, stderr=subprocess.STDOUT, env=child_env(tmp_path),
-        )  # fmt: skip
-    try:
+    with serving_with_tor(data, tmp_path) as (relay, log):
         deadline = time.monotonic() + 30
         running = before
         while time.monotonic() < deadline:
@@ -135,13 +125,6 @@ def test_serve_publishes_both_services_and_follows_contact_changes(tmp_path: Pat
             AMANAH, "keys", "rotate", "source-onion", "--data", data, check=False
         )  # fmt: skip
         assert refused.returncode == 1 and "still overlapping" in refused.stderr
-    finally:
-        relay.send_signal(signal.SIGTERM)
-        try:
-            relay.wait(20)
-        except subprocess.TimeoutExpired:
-            relay.kill()
-            relay.wait(5)
     assert relay.returncode == 0, log.read_text()
     tor_pid = data / "tor" / "tor.pid"
     assert not tor_pid.exists() or not Path(f"/proc/{tor_pid.read_text().strip()}").exists()
