@@ -64,6 +64,8 @@ class Upload:
     staged: StagedFile
     contacts: tuple[str, ...]
     expires_at: float
+    # What the client said in Upload-Metadata, parsed; kept in RAM only, never logged.
+    metadata: dict[str, str] = field(default_factory=dict)
     offset: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -163,7 +165,7 @@ async def create(request: web.Request) -> web.Response:
     if len(uploads) >= MAX_UPLOADS:
         raise RelayError("the relay is busy; try again in a few minutes")
     staged = context.staging.create()
-    upload = Upload(length, staged, tuple(requested), time.time() + UPLOAD_SECONDS)
+    upload = Upload(length, staged, tuple(requested), time.time() + UPLOAD_SECONDS, metadata)
     upload_id = uploads.add(upload)
     location = f"/uploads/{upload_id}"
     return web.Response(
