@@ -18,7 +18,7 @@ into a second large buffer, which measured 2-5x slower here (page faults).
 from __future__ import annotations
 
 from .errors import PayloadError
-from .primitives import TAG_SIZE, aead_open, aead_seal
+from .primitives import TAG_SIZE, ChunkAead
 
 CHUNK_SIZE = 64 * 1024
 SEALED_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE
@@ -63,14 +63,16 @@ class PayloadCipher:
     def __init__(self, payload_key: bytes) -> None:
         if len(payload_key) != 32:
             raise ValueError("payload key is 32 bytes")
-        self._key = payload_key
+        self._aead = ChunkAead(payload_key, CHUNK_SIZE)
 
     def seal(self, counter: int, plaintext: bytes, final: bool) -> bytes:
-        return aead_seal(self._key, chunk_nonce(counter, final), plaintext)
+        return self._aead.seal(chunk_nonce(counter, final), plaintext)
 
     def open(self, counter: int, sealed: bytes, final: bool) -> bytes:
         """Raises PayloadError if the chunk was modified, moved, or its flag is wrong."""
-        plaintext = aead_open(self._key, chunk_nonce(counter, final), sealed)
+        if len(sealed) > SEALED_CHUNK_SIZE:
+            raise PayloadError("payload chunk longer than 64 KiB")
+        plaintext = self._aead.open(chunk_nonce(counter, final), sealed)
         if plaintext is None:
             raise PayloadError("payload chunk failed authentication (modified or truncated)")
         return plaintext
