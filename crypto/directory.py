@@ -12,6 +12,11 @@ Rules of this module:
   as any other message the same key signs.
 - The signing key changes through rotation records (`crypto.rotation`, re-exported here),
   each signed by both the old and the new key.
+- The directory may carry the relay's codename salt (16 bytes, not secret). A source's
+  device needs it to derive, from a codename it made itself, the login id and reply key
+  the relay would derive: signed here, a relay cannot show one source a salt that links
+  it, or locks it out, without signing a second directory its pin would catch. A document
+  without the field (a relay from before it) is still valid, and spelled without it.
 - A client pins the root key on first use (trust on first use: the first document it sees
   names the root), then accepts only documents whose chain extends the chain it already
   accepted, signed by the chain's last key, with a directory version no older than the
@@ -41,6 +46,7 @@ from dataclasses import dataclass, field
 from . import canonical
 from .canonical import JSONValue
 from .card import MemberCard
+from .codename import SALT_SIZE as CODENAME_SALT_SIZE
 from .errors import ChainError, KeyEncodingError, SignatureError
 from .keys import SigningKey, VerifyKey
 from .rotation import (
@@ -84,6 +90,7 @@ _CONTACT_FIELDS = frozenset(
     {"name", "description", "members", "push_endpoint", "accepts_originals"}
 )
 _DIRECTORY_FIELDS = frozenset({"version", "issued_at", "contacts", "services"})
+_SALT_FIELD = "codename_salt"
 _ENVELOPE_FIELDS = frozenset({"format", "directory", "signing_key", "signature", "chain"})
 _PIN_FIELDS = frozenset({"format", "root", "chain", "last_version", "directory_digest"})
 
@@ -146,13 +153,16 @@ def _check_unique_members(members: Iterable[MemberCard]) -> None:
 @dataclass(frozen=True)
 class Directory:
     """Who receives drops, and where the relay's onion services are. `version` increases
-    with each change; `issued_at` is unix seconds, passed in. Raises ValueError for a
-    repeated contact name or member key, or a malformed service entry."""
+    with each change; `issued_at` is unix seconds, passed in; `codename_salt` is the
+    relay's salt for codename derivation, if it publishes one. Raises ValueError for a
+    repeated contact name or member key, a malformed service entry, or a salt that is not
+    16 bytes."""
 
     version: int
     issued_at: int
     contacts: tuple[Contact, ...]
     services: Mapping[str, str] = field(default_factory=dict, hash=False)
+    codename_salt: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "contacts", tuple(self.contacts))
@@ -170,6 +180,9 @@ class Directory:
                 raise ValueError("a service value is one line of printable text")
         # A read-only copy, so a frozen directory cannot change under its signature.
         object.__setattr__(self, "services", types.MappingProxyType(dict(self.services)))
+        salt = self.codename_salt
+        if salt is not None and (type(salt) is not bytes or len(salt) != CODENAME_SALT_SIZE):
+            raise ValueError(f"the codename salt is {CODENAME_SALT_SIZE} bytes")
 
     def contact(self, name: str) -> Contact | None:
         """The contact called `name`, if any."""
@@ -330,12 +343,15 @@ def _envelope(
 
 
 def _directory_to_json(directory: Directory) -> JSONValue:
-    return {
+    value: dict[str, JSONValue] = {
         "version": directory.version,
         "issued_at": directory.issued_at,
         "contacts": [_contact_to_json(contact) for contact in directory.contacts],
         "services": dict(directory.services),
     }
+    if directory.codename_salt is not None:
+        value[_SALT_FIELD] = base64.b64encode(directory.codename_salt).decode("ascii")
+    return value
 
 
 def _contact_to_json(contact: Contact) -> JSONValue:
@@ -349,14 +365,21 @@ def _contact_to_json(contact: Contact) -> JSONValue:
 
 
 def _directory_from_json(value: JSONValue) -> Directory:
-    fields = canonical.fields(value, _DIRECTORY_FIELDS, "directory")
+    names = _DIRECTORY_FIELDS
+    if isinstance(value, dict) and _SALT_FIELD in value:
+        names = names | {_SALT_FIELD}
+    fields = canonical.fields(value, names, "directory")
     contacts = canonical.as_list(fields["contacts"], "directory: contacts")
     services = canonical.as_object(fields["services"], "directory: services")
+    salt = None
+    if _SALT_FIELD in fields:
+        salt = canonical.as_base64(fields[_SALT_FIELD], "directory: codename_salt")
     return Directory(
         version=canonical.as_int(fields["version"], "directory: version"),
         issued_at=canonical.as_int(fields["issued_at"], "directory: issued_at"),
         contacts=tuple(_contact_from_json(c, f"contact {i}") for i, c in enumerate(contacts, 1)),
         services={k: canonical.as_str(v, "directory: services") for k, v in services.items()},
+        codename_salt=salt,
     )
 
 

@@ -243,9 +243,13 @@ def change_container(path: tuple[Any, ...], how: str) -> Callable[[Any], None]:
 
 
 CHAINED = sign_directory(DIRECTORY, K2, [R1, R2])
+SALT = bytes(range(16))
+SALTED = sign_directory(make_directory(codename_salt=SALT), K0)
 
 
-@pytest.mark.parametrize("document", [DOCUMENT, CHAINED], ids=["no chain", "chain"])
+@pytest.mark.parametrize(
+    "document", [DOCUMENT, CHAINED, SALTED], ids=["no chain", "chain", "codename salt"]
+)
 def test_every_field_mutation_is_rejected(document: bytes) -> None:
     pins = [None, verify_directory(document, None)[1]]
     count = 0
@@ -340,6 +344,49 @@ def test_a_valid_signature_over_an_invalid_directory_is_still_rejected() -> None
     value["signature"] = base64.b64encode(K0.sign(signed)).decode()
     with pytest.raises(SignatureError, match="same name"):
         verify_directory(canonical.dumps(value), None)
+
+
+# --- the codename salt ---------------------------------------------------------------
+
+
+def test_codename_salt_round_trip() -> None:
+    directory, _ = verify_directory(SALTED, None)
+    assert directory.codename_salt == SALT
+    assert json.loads(SALTED)["directory"]["codename_salt"] == base64.b64encode(SALT).decode()
+    # A relay that publishes no salt spells its document without the field at all.
+    assert "codename_salt" not in json.loads(DOCUMENT)["directory"]
+    assert verify_directory(DOCUMENT, None)[0].codename_salt is None
+
+
+def test_changed_or_removed_salt_is_rejected() -> None:
+    other = base64.b64encode(bytes(16)).decode()
+    changed = edit(SALTED, set_path(("directory", "codename_salt"), other))
+    removed = edit(SALTED, change_container(("directory", "codename_salt"), "remove"))
+    added = edit(DOCUMENT, set_path(("directory", "codename_salt"), other))
+    for tampered in (changed, removed, added):
+        with pytest.raises(SignatureError, match="does not verify"):
+            verify_directory(tampered, None)
+
+
+def test_same_version_with_another_salt_is_caught_by_the_pin() -> None:
+    # One version, two salts: two sources shown different salts (linkable, or locked out).
+    _, pin = verify_directory(SALTED, None)
+    other = sign_directory(make_directory(codename_salt=bytes(16)), K0)
+    with pytest.raises(ChainError, match="differs"):
+        verify_directory(other, pin)
+
+
+@pytest.mark.parametrize("salt", [b"", bytes(15), bytes(17), "0" * 16])
+def test_a_salt_that_is_not_16_bytes_is_refused(salt: Any) -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        make_directory(codename_salt=salt)
+    if isinstance(salt, bytes):  # signed by the right key, still refused
+        value = json.loads(SALTED)
+        value["directory"]["codename_salt"] = base64.b64encode(salt).decode()
+        signed = b"amanah-directory-v1\n" + canonical.dumps(value["directory"])
+        value["signature"] = base64.b64encode(K0.sign(signed)).decode()
+        with pytest.raises(SignatureError, match="16 bytes"):
+            verify_directory(canonical.dumps(value), None)
 
 
 # --- rotation ------------------------------------------------------------------------
