@@ -555,7 +555,15 @@ def start_amanah(workdir: Path, max_bytes: int) -> Peer:
     text = config.read_text()
     if "[limits]\n" not in text:
         raise SystemExit("bench: amanah.toml has no [limits] section to raise max_total_bytes in")
-    config.write_text(text.replace("[limits]\n", f"[limits]\nmax_total_bytes = {max_bytes}\n", 1))
+    text = text.replace("[limits]\n", f"[limits]\nmax_total_bytes = {max_bytes}\n", 1)
+    if "[sanitize]\n" not in text:
+        raise SystemExit("bench: amanah.toml has no [sanitize] section")
+    # The file is random bytes, which the sanitizer refuses by default; forwarding it
+    # unstripped keeps every other step (sniffing, staging, re-sealing to the contact,
+    # fsync) and measures ingest with sealing as issue 3 defines it. Stripping has its
+    # own bench (bench/sanitize.py).
+    text = text.replace("[sanitize]\n", "[sanitize]\nforward_unsupported = true\n", 1)
+    config.write_text(text)
     port = free_port()
     journalist = free_port()
     while journalist == port:
