@@ -39,33 +39,29 @@ import aiohttp
 from crypto import age
 from crypto.auth import auth_message
 from crypto.card import MemberIdentity
-from crypto.directory import DirectoryPin, verify_directory
 from crypto.errors import CryptoError
 from crypto.keys import VerifyKey
 from onion import client as tor_client
 from onion.errors import OnionError
 from relay.sanitize import extension_for
 
+from . import unpack
+from .common import UserError, end_progress, fetch_bytes, progress, unreachable, verify_pinned
+
 PIN_NAME = ".directory-pin.json"
 INCOMING = ".incoming"
 _SAFE_NAME = re.compile(r"[a-z]+-[0-9]{1,4}\.[a-z0-9]{1,5}|message\.txt")
 _DROP_ID = re.compile(r"[0-9a-f]{32}")
+_BLOB_NAME = re.compile(r"manifest|message|sealed|(item|original)-[1-9][0-9]{0,3}")
 
 
-class InboxError(Exception):
+class InboxError(UserError):
     """A failure the user can act on; printed as `amanah-inbox: error: ...`."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
 
-
-def progress(text: str) -> None:
-    print(
-        f"\r{text}\033[K" if sys.stderr.isatty() else text,
-        end="" if sys.stderr.isatty() else "\n",
-        file=sys.stderr,
-    )
+class RefusedDrop(InboxError):
+    """One drop could not be opened safely: it is left on the relay (not acknowledged),
+    nothing of it is saved, and the other drops are fetched."""
 
 
 def load_identity(path: Path) -> MemberIdentity:
@@ -156,20 +152,8 @@ def _message(data: bytes) -> str:
 
 
 async def check_directory(relay: Relay, out: Path) -> None:
-    async with relay.session.get(relay.base + "/api/v1/directory") as response:
-        if response.status != 200:
-            raise InboxError(f"the relay did not give its directory ({response.status})")
-        document = await response.read()
-    pin_path = out / PIN_NAME
-    pin = DirectoryPin.from_json(pin_path.read_text()) if pin_path.exists() else None
-    try:
-        _, new_pin = verify_directory(document, pin)
-    except CryptoError as exc:
-        raise InboxError(
-            f"the relay's directory does not verify against the key pinned in {pin_path}: {exc}",
-            "do not trust this relay until its operator confirms a key change",
-        ) from None
-    pin_path.write_text(new_pin.to_json())
+    document = await fetch_bytes(relay.session, relay.base + "/api/v1/directory", "directory")
+    verify_pinned(document, out / PIN_NAME)
 
 
 async def download(
@@ -241,6 +225,52 @@ def originals_for(manifest: dict[str, Any], contact: str) -> list[tuple[str, str
     return found
 
 
+def _open_relay_sealed(
+    incoming: Path, partial: Path, keys: Keys, contact: str, drop_id: str
+) -> bytes:
+    """Blocking: a drop sealed on the relay (one age file per item) into `partial`.
+    Returns the manifest's bytes."""
+    try:
+        manifest_bytes = age.decrypt((incoming / "manifest").read_bytes(), keys.decrypting)
+        manifest = json.loads(manifest_bytes)
+    except (CryptoError, ValueError) as exc:
+        raise InboxError(f"drop {drop_id} has an unreadable manifest: {exc}") from None
+    entries = ([manifest["message"]] if manifest.get("message") else []) + manifest.get("files", [])
+    for entry in entries:
+        if not _SAFE_NAME.fullmatch(entry["name"]):
+            raise InboxError(f"drop {drop_id} names a file unsafely; not saved")
+        decrypt_file(incoming / entry["blob"], partial / entry["name"], keys)
+    # Originals, with their metadata (evidence), only where they were sealed to us.
+    for blob, name in originals_for(manifest, contact):
+        decrypt_file(incoming / blob, partial / name, keys)
+    return manifest_bytes
+
+
+def _open_device_sealed(incoming: Path, partial: Path, keys: Keys, drop: dict[str, Any]) -> bytes:
+    """Blocking: a drop sealed on the source's device (one age file holding a tar) into
+    `partial`, laid out as a relay-sealed one. Returns the manifest's bytes, with the
+    drop id and the reply handle the relay's listing gives (the device knew neither)."""
+    try:
+        manifest = unpack.unpack(incoming / "sealed", partial, keys.decrypting)
+    except UserError as exc:
+        raise RefusedDrop(f"drop {drop['id']}: {exc}; nothing of it was saved") from None
+    manifest["drop"] = drop["id"]
+    reply = manifest.get("reply")
+    if isinstance(reply, dict) and reply.get("recipient"):
+        handle = drop.get("reply_handle")
+        reply["handle"] = handle if isinstance(handle, str) and _DROP_ID.fullmatch(handle) else None
+    else:
+        manifest["reply"] = None
+    return json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+def _clear(partial: Path) -> None:
+    if partial.exists():
+        for leftover in partial.iterdir():
+            leftover.unlink()
+        partial.rmdir()
+
+
 async def fetch_drop(
     relay: Relay, drop: dict[str, Any], keys: Keys, out: Path, contact: str
 ) -> None:
@@ -252,6 +282,8 @@ async def fetch_drop(
         incoming = out / INCOMING / drop_id
         incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
         for blob in drop["blobs"]:
+            if not _BLOB_NAME.fullmatch(str(blob["name"])):
+                raise InboxError("the relay listed a malformed blob name")
             url = f"{relay.base}/api/v1/drops/{drop_id}/blobs/{blob['name']}"
             await download(
                 relay,
@@ -262,28 +294,20 @@ async def fetch_drop(
                 f"{drop_id[:8]} {blob['name']}",
             )
         partial = out / f"{drop_id}.partial"
-        if partial.exists():
-            for leftover in partial.iterdir():
-                leftover.unlink()
-            partial.rmdir()
+        _clear(partial)
         partial.mkdir(mode=0o700)
         try:
-            manifest_bytes = age.decrypt((incoming / "manifest").read_bytes(), keys.decrypting)
-            manifest = json.loads(manifest_bytes)
-        except (CryptoError, ValueError) as exc:
-            raise InboxError(f"drop {drop_id} has an unreadable manifest: {exc}") from None
-        entries = ([manifest["message"]] if manifest.get("message") else []) + manifest.get(
-            "files", []
-        )
-        for entry in entries:
-            if not _SAFE_NAME.fullmatch(entry["name"]):
-                raise InboxError(f"drop {drop_id} names a file unsafely; not saved")
-            await asyncio.to_thread(
-                decrypt_file, incoming / entry["blob"], partial / entry["name"], keys
-            )
-        # Originals, with their metadata (evidence), only where they were sealed to us.
-        for blob, name in originals_for(manifest, contact):
-            await asyncio.to_thread(decrypt_file, incoming / blob, partial / name, keys)
+            if drop.get("sealed_on") == "device":
+                manifest_bytes = await asyncio.to_thread(
+                    _open_device_sealed, incoming, partial, keys, drop
+                )
+            else:
+                manifest_bytes = await asyncio.to_thread(
+                    _open_relay_sealed, incoming, partial, keys, contact, drop_id
+                )
+        except BaseException:
+            _clear(partial)
+            raise
         fd = os.open(partial / "manifest.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(manifest_bytes)
@@ -298,8 +322,7 @@ async def fetch_drop(
             incoming.parent.rmdir()
     await relay.json("POST", f"/api/v1/drops/{drop_id}/ack")
     progress(f"{drop_id}: saved to {final}")
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    end_progress()
 
 
 def _connector(args: argparse.Namespace) -> aiohttp.BaseConnector | None:
@@ -324,15 +347,6 @@ async def _prepare_tor(args: argparse.Namespace) -> None:
         Path(args.onion_auth), args.relay, args.tor_control, password
     )
     print(f"amanah-inbox: your tor has your client-auth key for {address}", file=sys.stderr)
-
-
-def _unreachable(exc: Exception) -> InboxError:
-    explained = tor_client.explain(exc)
-    if explained is not None:
-        return InboxError(f"cannot reach the relay through Tor: {explained}", explained.hint)
-    return InboxError(
-        f"cannot reach the relay: {exc}", "check --relay, and that the relay is running"
-    )
 
 
 async def _first_contact(relay: Relay, out: Path, wait: float) -> None:
@@ -370,11 +384,22 @@ async def fetch(args: argparse.Namespace) -> int:
                 f"amanah-inbox: {len(drops)} drop(s) waiting for {listing['contact']}",
                 file=sys.stderr,
             )
+            refused = 0
             for drop in drops:
-                await fetch_drop(relay, drop, keys, out, listing["contact"])
+                try:
+                    await fetch_drop(relay, drop, keys, out, listing["contact"])
+                except RefusedDrop as exc:
+                    refused += 1
+                    print(f"amanah-inbox: error: {exc}", file=sys.stderr)
         except tor_client.TRANSPORT_ERRORS as exc:
-            raise _unreachable(exc) from None
-    return 0
+            raise unreachable(exc) from None
+    if refused:
+        print(
+            f"amanah-inbox: hint: {refused} drop(s) were refused and left on the relay; "
+            "tell its operator",
+            file=sys.stderr,
+        )
+    return 1 if refused else 0
 
 
 # --- decrypt and reply --------------------------------------------------------------------
@@ -429,7 +454,7 @@ async def reply(args: argparse.Namespace) -> int:
                         f"{_message(await response.read())}"
                     )
         except tor_client.TRANSPORT_ERRORS as exc:
-            raise _unreachable(exc) from None
+            raise unreachable(exc) from None
     print("amanah-inbox: reply sealed to the source and sent", file=sys.stderr)
     return 0
 
@@ -514,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(result) if asyncio.iscoroutine(result) else int(result)
     except KeyboardInterrupt:
         return 130
-    except (InboxError, OnionError) as exc:
+    except (UserError, OnionError) as exc:
         print(f"amanah-inbox: error: {exc}", file=sys.stderr)
         if exc.hint:
             print(f"amanah-inbox: hint: {exc.hint}", file=sys.stderr)

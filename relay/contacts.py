@@ -45,15 +45,21 @@ def _directory_contact(contact: Contact) -> DirectoryContact:
 
 
 async def publish_directory(
-    store: Store, key: SigningKey, now: int, services: Mapping[str, str] | None = None
+    store: Store,
+    key: SigningKey,
+    now: int,
+    services: Mapping[str, str] | None = None,
+    codename_salt: bytes | None = None,
 ) -> int:
     """Signs the current contacts, and the relay's onion addresses (`services`: service
-    name to `….onion`, e.g. "source" and "journalist"), as the next directory version.
-    Returns the version."""
+    name to `….onion`, e.g. "source" and "journalist"), and its codename salt (which a
+    source's `amanah-drop` needs to derive its login on the device), as the next
+    directory version. Returns the version."""
     latest = await store.latest_directory()
     version = 1 if latest is None else latest[0] + 1
     contacts = tuple(_directory_contact(c) for c in await store.list_contacts())
-    document = sign_directory(Directory(version, now, contacts, dict(services or {})), key)
+    directory = Directory(version, now, contacts, dict(services or {}), codename_salt)
+    document = sign_directory(directory, key)
     await store.save_directory(version, now, document)
     return version
 

@@ -37,7 +37,8 @@ from ..store import Blob, Drop, Member, Reply
 from .common import CONTEXT, RelayContext, error_middleware, security_headers
 
 _DROP_ID = re.compile(r"[0-9a-f]{32}")
-_BLOB_NAME = re.compile(r"manifest|message|(item|original)-[1-9][0-9]{0,3}")
+# `sealed`: the one blob of a drop sealed on the source's device (relay/sealed.py).
+_BLOB_NAME = re.compile(r"manifest|message|sealed|(item|original)-[1-9][0-9]{0,3}")
 
 
 def _context(request: web.Request) -> RelayContext:
@@ -110,12 +111,18 @@ async def _visible_blobs(request: web.Request, member: Member, drop: Drop) -> li
 
 async def _drop_json(request: web.Request, member: Member, drop: Drop) -> dict[str, Any]:
     blobs = await _visible_blobs(request, member, drop)
+    # A drop sealed on the device cannot carry the reply handle (the relay makes it when
+    # it registers the source), so the listing gives it; the reply key is in the drop.
+    source = None
+    if drop.source_login is not None:
+        source = await _context(request).store.get_source(drop.source_login)
     return {
         "id": drop.id,
         "created_at": drop.created_at,
         "sealed_on": drop.sealed_on,
         "size": sum(b.size for b in blobs),
         "blobs": [{"name": b.name, "size": b.size, "sha256": b.sha256} for b in blobs],
+        "reply_handle": None if source is None else source[2],
     }
 
 

@@ -36,6 +36,7 @@ from email.utils import formatdate
 from aiohttp import web
 
 from .. import blobs, ingest
+from .. import sealed as on_device
 from ..errors import (
     ClientError,
     Conflict,
@@ -160,6 +161,8 @@ async def create(request: web.Request) -> web.Response:
     metadata = parse_metadata(request.headers.get("Upload-Metadata", ""))
     # Everything else a client may send (a filename, a type) is deliberately not read.
     requested = [n.strip() for n in metadata.get("contacts", "").split(",") if n.strip()]
+    if on_device.is_sealed(metadata):  # sealed on the source's device: relay/sealed.py
+        await on_device.check(context.store, on_device.parse(metadata))
     ingest.route(await context.store.list_contacts(), requested)  # refuse unknown names now
     uploads.expire(time.time())
     if len(uploads) >= MAX_UPLOADS:
@@ -234,6 +237,9 @@ async def _complete(request: web.Request, upload_id: str, upload: Upload) -> Non
     uploads = request.app[UPLOADS]
     try:
         upload.staged.close()
+        if on_device.is_sealed(upload.metadata):  # stored as it came (relay/sealed.py)
+            await on_device.complete(context, upload.staged, on_device.parse(upload.metadata))
+            return
         routing = ingest.route(await context.store.list_contacts(), list(upload.contacts))
         drop_id = ingest.new_drop_id()
         created = ingest.hour(int(time.time()))
@@ -284,3 +290,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("HEAD", "/uploads/{upload_id:[0-9a-f]{32}}", status)
     app.router.add_patch("/uploads/{upload_id:[0-9a-f]{32}}", append)
     app.router.add_delete("/uploads/{upload_id:[0-9a-f]{32}}", terminate)
+    app.router.add_get("/directory", on_device.directory)  # for amanah-drop (relay/sealed.py)

@@ -1,0 +1,109 @@
+"""What `amanah-inbox` and `amanah-drop` share: the error a person can act on, progress
+lines, reaching the relay, and the signed directory checked against a pin kept here.
+
+Rules:
+- a `.onion` URL is reached through tor's SOCKS port, names resolved by tor (onion/client);
+  a loopback URL (the relay's `--no-tor` mode, tests) directly; what else a client may
+  reach is the client's decision (`amanah-drop` refuses anything else: a source's
+  address must never reach a relay's host);
+- the directory is trusted on first use, then only along its signed rotation chain
+  (crypto.directory): a fork, a rollback or another key is refused, and the pin is left
+  as it was. The pin is replaced atomically, so a crash never leaves half a pin.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from crypto.directory import Directory, DirectoryPin, verify_directory
+from crypto.errors import CryptoError
+from onion import client as tor_client
+
+
+class UserError(Exception):
+    """A failure the person running the command can act on: printed as `PROG: error: ...`,
+    with `hint` on a second line."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def progress(text: str) -> None:
+    """One line of progress on stderr: rewritten in place on a terminal."""
+    print(
+        f"\r{text}\033[K" if sys.stderr.isatty() else text,
+        end="" if sys.stderr.isatty() else "\n",
+        file=sys.stderr,
+    )
+
+
+def end_progress() -> None:
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def unreachable(exc: Exception) -> UserError:
+    """A transport failure (aiohttp, aiohttp-socks), explained."""
+    explained = tor_client.explain(exc)
+    if explained is not None:
+        return UserError(f"cannot reach the relay through Tor: {explained}", explained.hint)
+    return UserError(
+        f"cannot reach the relay: {exc}", "check --relay, and that the relay is running"
+    )
+
+
+async def fetch_bytes(session: aiohttp.ClientSession, url: str, what: str) -> bytes:
+    """GET `url`. Raises UserError for an answer other than 200."""
+    async with session.get(url) as response:
+        if response.status != 200:
+            raise UserError(f"the relay did not give its {what} ({response.status})")
+        return await response.read()
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replaces `path` atomically with `data` (0600): written beside it, fsynced, renamed."""
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def verify_pinned(document: bytes, pin_path: Path) -> Directory:
+    """The directory in `document`, verified against the pin stored at `pin_path` (none
+    yet: this document's root key is pinned). Stores the new pin. Raises UserError."""
+    try:
+        pin = DirectoryPin.from_json(pin_path.read_text()) if pin_path.exists() else None
+        directory, new_pin = verify_directory(document, pin)
+    except CryptoError as exc:
+        raise UserError(
+            f"the relay's directory does not verify against the key pinned in {pin_path}: {exc}",
+            "do not trust this relay until its operator confirms a key change",
+        ) from None
+    except OSError as exc:
+        raise UserError(f"cannot read the directory pin: {exc.strerror}") from None
+    write_private(pin_path, new_pin.to_json().encode())
+    return directory

@@ -1,0 +1,261 @@
+"""A drop sealed on the source's device: stripped, packed and sealed in one stream.
+
+The drop is ONE age v1 file, sealed to every member key of every addressed contact. Its
+plaintext is a ustar tar, so that a contact can always open it with stock tools
+(`age -d -i identity.txt drop.age | tar x`):
+
+    message.txt     the message (UTF-8, NFC, LF line ends), when there is one
+    item-N.EXT      the N-th file on the command line, after the sanitizer
+    manifest.json   last, because its hashes and sizes are known only once every file is
+                    done: the relay's manifest schema where its fields apply, with
+                    "sealed_on": "device"; per file the detected type, SHA-256 and size of
+                    the original and of the stripped file, the names of the metadata
+                    removed; the refused files by position; the reply recipient
+
+Rules:
+- no plaintext on disk: each file goes through the relay's own sanitizer (the same
+  sandboxed worker) into a memfd, that is RAM, then into the tar, whose output goes
+  straight into the age encryptor, whose output alone is written. The sanitizer holds the
+  file and its cleaned copy in RAM while it works, and the memfd a cleaned copy again: a
+  video costs about three times its size in memory for a moment, one file at a time;
+- the tar says nothing about the source's files or computer: fixed member names, mtime 0,
+  uid and gid 0, no user or group names, mode 0600, regular files only, and the names of
+  the original files appear nowhere;
+- a file the sanitizer refuses is left out and listed by position in "refused"; a drop
+  left with nothing to deliver (no message, every file refused) is refused whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from crypto.age import Encryptor
+from crypto.keys import Recipient
+from relay.sanitize import SNIFF_BYTES, Refused, Sanitizer, detect, extension_for
+
+DROP_FORMAT = "amanah-drop-v1"
+MANIFEST = "manifest.json"
+MESSAGE = "message.txt"
+# A message is text a person typed: 1 MiB is a short book. `amanah-inbox` refuses more.
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_FILES = 9999  # item numbers have at most four digits (the relay's blob names too)
+GATHER = 1 << 20  # tar writes 10 KiB records; the encryptor is fed 1 MiB at a time
+
+
+class SealError(Exception):
+    """Nothing could be sealed; the message says why (naming files by position only)."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    position: int
+    detected_type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SealedDrop:
+    size: int  # of the age file
+    sha256: str  # of the age file
+    items: int
+    has_message: bool
+    refusals: tuple[Refusal, ...]
+
+
+def normalise_message(text: str) -> str:
+    """NFC, LF line ends, trimmed. Raises SealError for control characters or a message
+    over MAX_MESSAGE_BYTES."""
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n")).strip()
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
+        raise SealError("the message contains control characters")
+    if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        raise SealError(f"the message is longer than {MAX_MESSAGE_BYTES // 1024} KiB")
+    return text
+
+
+class _CiphertextSink:
+    """Where the tar writes: its bytes are sealed and only the ciphertext reaches `out`,
+    counted and hashed on the way (the relay checks that SHA-256)."""
+
+    def __init__(self, out: BinaryIO, recipients: Sequence[Recipient]) -> None:
+        self._out = out
+        self._encryptor = Encryptor(recipients)
+        self._pending = bytearray()
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._pending += data
+        if len(self._pending) >= GATHER:
+            self._emit(self._encryptor.update(bytes(self._pending)))
+            self._pending.clear()
+        return len(data)
+
+    def finish(self) -> None:
+        self._emit(self._encryptor.update(bytes(self._pending)))
+        self._pending.clear()
+        self._emit(self._encryptor.finalize())
+
+    def _emit(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            self._out.write(piece)
+            self.digest.update(piece)
+            self.size += len(piece)
+
+
+class _HashingWriter:
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self._inner.write(data)
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o600
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def _strip_into_tar(
+    tar: tarfile.TarFile, sanitizer: Sanitizer, position: int, source: Path
+) -> dict[str, Any] | Refusal:
+    """Cleans one file into RAM and appends it to the tar. Returns its manifest entry, or
+    the refusal. Raises OSError if the file cannot be read."""
+    with source.open("rb") as src:
+        detected = detect(src.read(SNIFF_BYTES))
+        src.seek(0)
+        fd = os.memfd_create("stripped", os.MFD_CLOEXEC)
+        with os.fdopen(fd, "w+b") as stripped:
+            hashing = _HashingWriter(stripped)
+            try:
+                report = sanitizer.clean(detected, src, hashing)  # type: ignore[arg-type]
+            except Refused as refusal:
+                return Refusal(position, detected.mime, refusal.reason, str(refusal))
+            size = stripped.tell()
+            extension = extension_for(report.mime) if report.mime else detected.extension
+            member = f"item-{position}.{extension}"
+            stripped.seek(0)
+            tar.addfile(_member(member, size), stripped)
+    return {
+        "blob": member,
+        "name": f"{detected.kind}-{position}.{extension}",
+        "type": report.mime or detected.mime,
+        "size": size,
+        "sha256": hashing.digest.hexdigest(),
+        "detected_type": detected.mime,
+        "original_sha256": report.original_sha256 or None,
+        "original_size": report.original_size or None,
+        "metadata": {
+            "stripped": report.stripped,
+            "removed": list(report.removed),
+            "note": report.note,
+        },
+        "original": None,
+    }
+
+
+def manifest(
+    created_at: int,
+    reply_recipient: str,
+    directory_version: int,
+    message: str | None,
+    files: Sequence[dict[str, Any]],
+    refusals: Sequence[Refusal],
+) -> bytes:
+    """The drop's table of contents (see the module docstring). "drop" is null and the
+    reply handle is null: the relay makes both when it stores the drop, and the contact's
+    listing gives the handle."""
+    data = message.encode("utf-8") if message else b""
+    document = {
+        "format": DROP_FORMAT,
+        "drop": None,
+        "created_at": created_at,
+        "sealed_on": "device",
+        "directory_version": directory_version,
+        "reply": {"recipient": reply_recipient, "handle": None},
+        "message": None
+        if not message
+        else {
+            "blob": MESSAGE,
+            "name": MESSAGE,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+        "files": list(files),
+        "refused": [
+            {"position": r.position, "detected_type": r.detected_type, "reason": r.reason}
+            for r in refusals
+        ],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+def seal(
+    out: BinaryIO,
+    recipients: Sequence[Recipient],
+    files: Sequence[Path],
+    message: str | None,
+    reply_recipient: str,
+    directory_version: int,
+    sanitizer: Sanitizer,
+    created_at: int,
+    say: Callable[[str], None] = lambda _: None,
+) -> SealedDrop:
+    """Blocking: writes the sealed drop to `out` (see the module docstring). `say` gets a
+    line of progress per file. Raises SealError (nothing to send, a file unreadable or
+    too many); on any error what was written to `out` must be discarded."""
+    if len(files) > MAX_FILES:
+        raise SealError(f"at most {MAX_FILES} files can be sent in one drop")
+    if not message and not files:
+        raise SealError("nothing to send: give a message or a file")
+    sink = _CiphertextSink(out, recipients)
+    entries: list[dict[str, Any]] = []
+    refusals: list[Refusal] = []
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
+        if message:
+            data = message.encode("utf-8")
+            tar.addfile(_member(MESSAGE, len(data)), io.BytesIO(data))
+        for position, source in enumerate(files, start=1):
+            say(f"file {position} of {len(files)}: removing hidden data")
+            try:
+                result = _strip_into_tar(tar, sanitizer, position, source)
+            except OSError as exc:
+                raise SealError(f"file {position} could not be read ({exc.strerror})") from None
+            if isinstance(result, Refusal):
+                refusals.append(result)
+                say(f"file {position}: {result.message}; it is left out")
+                continue
+            entries.append(result)
+            removed = len(result["metadata"]["removed"])
+            say(f"file {position}: cleaned ({removed} kind(s) of hidden data removed)")
+        if not entries and not message:
+            raise SealError(
+                "nothing could be sent: "
+                + "; ".join(f"file {r.position}: {r.message}" for r in refusals)
+            )
+        document = manifest(
+            created_at, reply_recipient, directory_version, message, entries, refusals
+        )
+        tar.addfile(_member(MANIFEST, len(document)), io.BytesIO(document))
+    sink.finish()
+    return SealedDrop(
+        sink.size, sink.digest.hexdigest(), len(entries), bool(message), tuple(refusals)
+    )

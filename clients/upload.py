@@ -1,0 +1,220 @@
+"""A tus 1.0.0 client (creation; core) for one file, over aiohttp: what `amanah-drop send`
+uploads a sealed drop with.
+
+aiohttp rather than tuspy: the same transport as the rest of the clients (tor's SOCKS
+port with names resolved by tor, through onion/client), asyncio like them, and no second
+HTTP stack; tuspy stays what the tests judge the relay with.
+
+Rules:
+- the relay's `HEAD` is the only truth about how much arrived: after any failure the
+  client asks, and sends from there (a PATCH streams the rest of the file in one body;
+  the relay keeps every byte that arrived before a connection broke);
+- the upload URL and the offset last heard are handed to `on_offset` as soon as they are
+  known, so a later run can carry on (clients/outbox.py keeps them);
+- a failure is retried with growing pauses while it is a transport failure or the relay
+  is still busy with the broken connection (409), for at most `patience` seconds without
+  a byte of progress; a refusal (4xx with a reason) is final and is raised at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+import aiohttp
+
+from onion import client as tor_client
+
+from .common import UserError, progress
+
+TUS = {"Tus-Resumable": "1.0.0"}
+PIECE = 256 * 1024  # read and sent per step; a Tor stream's window is far smaller anyway
+FIRST_PAUSE, LONGEST_PAUSE = 1.0, 30.0
+
+
+class Refused(UserError):
+    """The relay answered with a refusal that trying again will not change."""
+
+    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
+        super().__init__(f"the relay refused the drop: {message or status}", hint)
+        self.status = status
+        self.reason = message
+
+
+class Unknown(UserError):
+    """The connection broke after the last byte and the relay has forgotten the upload:
+    it stored the drop or refused it, and its answer was lost."""
+
+
+class Gone(Exception):
+    """The relay no longer has the upload (expired, or the relay restarted)."""
+
+
+@dataclass
+class Transfer:
+    """Bytes sent over the wire by this run, for the progress line and the re-sent count."""
+
+    sent: int = 0
+    last_line: float = 0.0
+    at_end: bool = False  # the last PATCH body went out whole
+
+
+def encode_metadata(metadata: Mapping[str, str]) -> str:
+    return ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in metadata.items()
+    )
+
+
+async def _reason(response: aiohttp.ClientResponse) -> str:
+    text = (await response.text(errors="replace")).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+class Uploader:
+    """Uploads through `session` to the tus endpoint `endpoint` (…/uploads)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        endpoint: str,
+        on_offset: Callable[[str, int], None],
+        patience: float = 300.0,
+    ) -> None:
+        self.session = session
+        self.endpoint = endpoint
+        self.on_offset = on_offset
+        self.patience = patience
+        self.transfer = Transfer()
+
+    async def create(self, length: int, metadata: Mapping[str, str]) -> str:
+        """POSTs a new upload; returns its absolute URL. Raises Refused."""
+        headers = {**TUS, "Upload-Length": str(length)}
+        headers["Upload-Metadata"] = encode_metadata(metadata)
+        async with self.session.post(self.endpoint, headers=headers) as response:
+            if response.status != 201 or "Location" not in response.headers:
+                raise Refused(response.status, await _reason(response))
+            url = urljoin(self.endpoint, response.headers["Location"])
+        self.on_offset(url, 0)
+        return url
+
+    async def offset(self, url: str) -> int:
+        """How much of the upload the relay has. Raises Gone, Refused."""
+        async with self.session.head(url, headers=TUS) as response:
+            if response.status in (404, 410):
+                raise Gone()
+            if response.status != 200:
+                raise Refused(response.status, await _reason(response))
+            offset = int(response.headers.get("Upload-Offset", "-1"))
+        self.on_offset(url, offset)
+        return offset
+
+    async def _body(self, path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+        self.transfer.at_end = False
+        with path.open("rb") as f:
+            f.seek(start)
+            position = start
+            while block := f.read(PIECE):
+                yield block
+                position += len(block)
+                self.transfer.sent += len(block)
+                self._show(position, length)
+        self.transfer.at_end = position == length
+
+    def _show(self, position: int, length: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.transfer.last_line > 0.5 or position == length:
+            percent = position * 100 // max(length, 1)
+            progress(f"uploading: {percent}% of {length / 1e6:.1f} MB")
+            self.transfer.last_line = now
+
+    async def _patch(self, url: str, path: Path, offset: int, length: int) -> int:
+        """One PATCH from `offset` to the end. Returns the relay's new offset. Raises
+        Gone, Refused, a transport error, or _Busy."""
+        headers = {
+            **TUS,
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+            "Content-Length": str(length - offset),
+        }
+        body = self._body(path, offset, length)
+        async with self.session.patch(url, data=body, headers=headers) as response:
+            if response.status == 204:
+                new_offset = int(response.headers.get("Upload-Offset", "-1"))
+                self.on_offset(url, new_offset)
+                return new_offset
+            if response.status in (404, 410):
+                raise Gone()
+            reason = await _reason(response)
+            if response.status == 409:
+                raise _Busy(reason)
+            raise Refused(response.status, reason)
+
+    async def send(self, url: str, path: Path, length: int) -> None:
+        """Sends the file until the relay has all of it and has stored the drop. Raises
+        Refused (final), Gone (start again with `create`), UserError when no progress
+        was made for `patience` seconds (the state is kept: run again to carry on)."""
+        pause = FIRST_PAUSE
+        best, stalled_since = -1, time.monotonic()
+        conflict: str | None = None  # the 409 reason of the last PATCH, if it got one
+        reached_end = False  # every byte went out (or the relay had them all)
+        while True:
+            try:
+                offset = await self.offset(url)
+                if offset > best:
+                    best, stalled_since, pause = offset, time.monotonic(), FIRST_PAUSE
+                if offset == length:
+                    # Every byte is in, yet the upload still exists: the relay is still
+                    # storing it (a broken connection hid its answer). Ask again shortly.
+                    reached_end = True
+                    raise _Busy("")
+                self._show(offset, length, force=True)
+                conflict, reached_end = None, False
+                if await self._patch(url, path, offset, length) == length:
+                    return
+            except _Busy as busy:
+                conflict = busy.reason or conflict
+                reached_end = reached_end or self.transfer.at_end
+            except Gone:
+                self._after_gone(conflict, reached_end or self.transfer.at_end)
+                raise
+            except tor_client.TRANSPORT_ERRORS as exc:
+                explained = tor_client.explain(exc)
+                if explained is not None and not explained.retryable:
+                    raise UserError(f"cannot reach the relay through Tor: {explained}") from None
+                reached_end = reached_end or self.transfer.at_end
+            if time.monotonic() - stalled_since > self.patience:
+                raise UserError(
+                    f"the upload made no progress for {self.patience:.0f} seconds",
+                    "run the same command again to carry on from where it stopped",
+                )
+            progress(f"connection lost; trying again in {pause:.0f} s")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LONGEST_PAUSE)
+
+    @staticmethod
+    def _after_gone(conflict: str | None, reached_end: bool) -> None:
+        """The relay removed an upload this run was sending. After the last byte, the
+        relay removes it whether it stored the drop or refused it: a 409 heard then was
+        the refusal; with no answer heard, the outcome is unknown."""
+        if reached_end and conflict:
+            raise Refused(409, conflict)
+        if reached_end:
+            raise Unknown(
+                "the connection broke just after the last byte, and the relay no longer "
+                "has the upload: it was most likely stored, but its answer was lost",
+                "to be sure, send the drop again (the contacts may then get it twice)",
+            )
+
+
+class _Busy(Exception):
+    """409: the relay is still reading the last (broken) connection, or the offsets
+    disagree; asking HEAD again after a pause settles both."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
