@@ -1,0 +1,142 @@
+"""`amanah-drop seal`: a drop stripped and sealed on the source's device, judged with the
+real `age` and `tar` (a contact needs nothing of ours to open it) and exiftool."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.clients.harness import AGE, Setup, codename_line, run_drop, sha256_file
+from tests.relayharness import all_files, scan_files
+from tests.sanitize import judge, samples
+
+MESSAGE = "the checkpoint at dawn, AmanahSecretMessage"
+
+
+def open_with_stock_tools(sealed: Path, identity: Path, into: Path) -> str:
+    """`age -d -i identity sealed | tar x` into `into`; returns `tar tv`'s listing."""
+    into.mkdir()
+    age = subprocess.run(
+        [AGE, "-d", "-i", str(identity), str(sealed)], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "x", "-C", str(into)], input=age.stdout, check=True)
+    listing = subprocess.run(["tar", "tv"], input=age.stdout, capture_output=True, check=True)
+    return listing.stdout.decode()
+
+
+def test_sealed_drop_opens_with_age_and_tar(setup: Setup, tmp_path: Path) -> None:
+    photo = samples.jpeg(tmp_path)
+    script = tmp_path / "AmanahFileName.sh"
+    script.write_text("#!/bin/sh\necho AmanahScriptBody\n")
+    sealed = tmp_path / "out" / "drop.age"
+    sealed.parent.mkdir()
+    done = run_drop(
+        "seal", "--relay", setup.relay.source_url, "--to", "the-daily", "-m", MESSAGE,
+        photo, script, "-o", sealed, state=tmp_path / "state",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    codename = codename_line(done.stdout)
+    # The refused file is named by position only, and left out.
+    assert "file 2: " in done.stderr and "left out" in done.stderr
+    assert "AmanahFileName" not in done.stderr + done.stdout
+
+    opened = tmp_path / "opened"
+    listing = open_with_stock_tools(sealed, setup.alice.identity_file, opened)
+    assert sorted(p.name for p in opened.iterdir()) == [
+        "item-1.jpg",
+        "manifest.json",
+        "message.txt",
+    ]
+    # Deterministic headers: root-owned, 0600, the epoch; no names of the source's.
+    for line in listing.splitlines():
+        assert line.startswith("-rw------- 0/0 "), listing
+        assert "1970-01-01 00:00" in line, listing
+    assert (opened / "message.txt").read_text() == MESSAGE
+    item = opened / "item-1.jpg"
+    assert judge.unexpected_tags(item) == {}
+    assert not judge.strings_found(item.read_bytes(), set(samples.MARKERS))
+
+    manifest = json.loads((opened / "manifest.json").read_text())
+    assert manifest["sealed_on"] == "device"
+    assert manifest["reply"]["recipient"].startswith("age1")
+    assert manifest["reply"]["handle"] is None
+    [entry] = manifest["files"]
+    assert entry["blob"] == "item-1.jpg" and entry["name"] == "photo-1.jpg"
+    assert entry["detected_type"] == "image/jpeg"
+    assert entry["original_sha256"] == sha256_file(photo)
+    assert entry["sha256"] == sha256_file(item) and entry["size"] == item.stat().st_size
+    assert entry["metadata"]["stripped"] and entry["metadata"]["removed"]
+    assert [r["position"] for r in manifest["refused"]] == [2]
+    assert "AmanahFileName" not in (opened / "manifest.json").read_text()
+
+    # The route beside it: enough to deliver, nothing to read.
+    route = json.loads((tmp_path / "out" / "drop.age.route").read_text())
+    assert route["contacts"] == ["the-daily"]
+    assert route["recipients"] == [setup.alice.identity.identity.recipient.fingerprint]
+    assert route["size"] == sealed.stat().st_size
+    # Only alice's key opens it: bob's contact was not addressed.
+    other = subprocess.run(
+        [AGE, "-d", "-i", str(setup.bob.identity_file), str(sealed)], capture_output=True
+    )
+    assert other.returncode != 0
+    # Nothing written on this device holds the message, the codename, a file name or
+    # the photo's metadata: only ciphertext and routing.
+    written = all_files(tmp_path / "out", tmp_path / "state")
+    needles = [MESSAGE, codename, "AmanahFileName", "AmanahScriptBody", *samples.MARKERS]
+    assert scan_files(written, needles) == []
+
+
+def test_nothing_to_send_writes_nothing(setup: Setup, tmp_path: Path) -> None:
+    script = tmp_path / "notes.sh"
+    script.write_text("#!/bin/sh\n")
+    sealed = tmp_path / "drop.age"
+    done = run_drop(
+        "seal", "--relay", setup.relay.source_url, script, "-o", sealed, state=tmp_path / "s"
+    )
+    assert done.returncode == 1
+    assert "nothing could be sent: file 1:" in done.stderr
+    assert done.stdout == ""  # no codename for a drop that does not exist
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.sh", "s"]
+    empty = run_drop("seal", "--relay", setup.relay.source_url, "-o", sealed, state=tmp_path / "s")
+    assert empty.returncode == 1 and "nothing to send" in empty.stderr
+
+
+def test_existing_output_is_never_overwritten(setup: Setup, tmp_path: Path) -> None:
+    sealed = tmp_path / "drop.age"
+    sealed.write_bytes(b"precious")
+    done = run_drop(
+        "seal", "--relay", setup.relay.source_url, "-m", "hi", "-o", sealed, state=tmp_path / "s"
+    )
+    assert done.returncode == 1 and "exists already" in done.stderr
+    assert sealed.read_bytes() == b"precious"
+
+
+def test_unknown_contact_and_bad_message_are_clear_errors(setup: Setup, tmp_path: Path) -> None:
+    out = tmp_path / "drop.age"
+    relay = setup.relay.source_url
+    unknown = run_drop("seal", "--relay", relay, "--to", "nobody", "-m", "x", "-o", out,
+                       state=tmp_path / "s")  # fmt: skip
+    assert unknown.returncode == 1
+    assert "no contact 'nobody'" in unknown.stderr and "the-daily" in unknown.stderr
+    control = run_drop("seal", "--relay", relay, "-m", "bell\x07", "-o", out, state=tmp_path / "s")
+    assert control.returncode == 1 and "control characters" in control.stderr
+    assert not out.exists()
+    for done in (unknown, control):
+        assert "Traceback" not in done.stderr
+
+
+def test_a_relay_reached_other_than_through_tor_is_refused(tmp_path: Path) -> None:
+    done = run_drop(
+        "seal", "--relay", "http://relay.example.org", "-m", "x", "-o", tmp_path / "d.age",
+        state=tmp_path / "s",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert ".onion" in done.stderr and "internet address" in done.stderr
+
+
+def test_help_answers_with_examples() -> None:
+    for command in ("seal", "send"):
+        done = run_drop(command, "--help", state=Path("/nonexistent"))
+        assert done.returncode == 0
+        assert "example" in done.stdout and "--codename-prompt" in done.stdout
