@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
 from aiohttp import web
 
 from ..auth import Authenticator
@@ -29,6 +28,7 @@ from ..errors import RelayError
 from ..sanitize import Sanitizer
 from ..staging import StagingArea
 from ..store import Store
+from .i18n import Pages
 from .sessions import Sessions
 
 log = logging.getLogger("amanah.web")
@@ -63,7 +63,7 @@ class RelayContext:
     sanitizer: Sanitizer
     sessions: Sessions
     auth: Authenticator
-    templates: jinja2.Environment
+    templates: Pages
     # Codename derivations (Argon2id, 8 MiB each) and drop sealing (CPU-bound, ~3 MiB of
     # buffers per thread) run in worker threads; more at once than there are cores only
     # adds memory. Each relay, and so each event loop, has its own.
@@ -82,12 +82,9 @@ class RelayContext:
 CONTEXT = web.AppKey("context", RelayContext)
 
 
-def templates() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("relay.web", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
+def templates() -> Pages:
+    """The source pages in every language of relay/web/locale/ (read once, at start-up)."""
+    return Pages.load()
 
 
 @web.middleware

@@ -30,11 +30,12 @@ from crypto.codename import derive_codename_keys, generate_codename, normalize_c
 from crypto.errors import AgeError, CodenameError
 
 from .. import blobs, ingest
-from ..errors import ClientError, Forbidden, LimitExceeded, Unauthorized
+from ..errors import ClientError, Forbidden, LimitExceeded, RelayError, Unauthorized
 from ..staging import StagedFile
 from ..store import NewSource
-from . import tus
+from . import i18n, tus
 from .common import CONTEXT, RelayContext, error_middleware, security_headers
+from .i18n import Language
 from .sessions import COOKIE, Session
 
 STATIC = Path(__file__).parent / "static"
@@ -52,15 +53,38 @@ def _session(request: web.Request) -> tuple[str, Session]:
     return _context(request).sessions.get_or_create(request.cookies.get(COOKIE), time.time())
 
 
+def _language(request: web.Request) -> Language:
+    return _context(request).templates.choose(
+        request.query.get("lang"),
+        request.cookies.get(i18n.COOKIE),
+        request.headers.get("Accept-Language"),
+    )
+
+
 def _page(request: web.Request, template: str, status: int = 200, **values: object) -> web.Response:
     context = _context(request)
     session_id, session = _session(request)
     contacts = values.pop("contacts", None)
-    html = context.templates.get_template(template).render(
-        csrf=session.csrf, logged_in=session.login_id is not None, contacts=contacts or [], **values
+    language = _language(request)
+    # The language switch reloads a page asked for with GET; a page that answers a form
+    # (a receipt with its codename, replies) cannot be asked for again, so the switch
+    # opens the start page in a new tab and leaves this one as it is.
+    again = request.method == "GET" and template != "error.html"
+    html = context.templates.render(
+        template,
+        language,
+        csrf=session.csrf,
+        logged_in=session.login_id is not None,
+        contacts=contacts or [],
+        switch_path=request.path if again else "/",
+        switch_new_tab=not again,
+        **values,
     )
     response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
     response.set_cookie(COOKIE, session_id, httponly=True, samesite="Strict", path="/")
+    if request.query.get("lang") == language.code:
+        # A session cookie (no Expires, no Max-Age): the choice dies with the browser.
+        response.set_cookie(i18n.COOKIE, language.code, httponly=True, samesite="Strict", path="/")
     return response
 
 
@@ -75,16 +99,20 @@ async def index(request: web.Request) -> web.Response:
     return _page(request, "index.html", contacts=contacts)
 
 
-async def _read_field(part: BodyPartReader, limit: int, what: str) -> str:
+async def _read_field(
+    part: BodyPartReader, limit: int, too_long: RelayError, not_text: RelayError
+) -> str:
+    """A small form field as text. Raises `too_long` past `limit` bytes, `not_text` for
+    bytes that are not UTF-8 (whole sentences, so that a source page can translate them)."""
     data = bytearray()
     while chunk := await part.read_chunk(64 * 1024):
         data += chunk
         if len(data) > limit:
-            raise LimitExceeded(f"the {what} is too long")
+            raise too_long
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ClientError(f"the {what} is not valid text") from None
+        raise not_text from None
 
 
 async def _check_csrf(request: web.Request, reader: MultipartReader) -> Session:
@@ -92,7 +120,12 @@ async def _check_csrf(request: web.Request, reader: MultipartReader) -> Session:
     part = await reader.next()
     if not isinstance(part, BodyPartReader) or part.name != "csrf":
         raise Forbidden("this form has expired; reload the page and send it again")
-    token = await _read_field(part, 256, "form token")
+    token = await _read_field(
+        part,
+        256,
+        Forbidden("this form has expired; reload the page and send it again"),
+        Forbidden("this form has expired; reload the page and send it again"),
+    )
     if not _context(request).sessions.csrf_ok(session, token):
         raise Forbidden("this form has expired; reload the page and send it again")
     return session
@@ -134,20 +167,39 @@ async def submit(request: web.Request) -> web.Response:
             if part.name == "message":
                 if message is not None:
                     raise ClientError("the form has more than one message field")
-                message = await _read_field(part, limits.max_message_chars * 4, "message")
+                message = await _read_field(
+                    part,
+                    limits.max_message_chars * 4,
+                    LimitExceeded("the message is too long"),
+                    ClientError("the message is not valid text"),
+                )
                 if len(message) > limits.max_message_chars:
                     raise LimitExceeded("the message is too long")
                 total += len(message.encode("utf-8"))
             elif part.name == "contact":
                 if len(requested) >= MAX_CONTACT_FIELDS:
                     raise ClientError("the drop is addressed to too many contacts")
-                requested.append(await _read_field(part, 128, "contact name"))
+                requested.append(
+                    await _read_field(
+                        part,
+                        128,
+                        LimitExceeded("a contact name in the form is too long"),
+                        ClientError("a contact name in the form is not valid text"),
+                    )
+                )
                 total += len(requested[-1])
             elif part.name == "originals":
-                send_originals = await _read_field(part, 16, "originals choice") == "yes"
+                choice = await _read_field(
+                    part,
+                    16,
+                    LimitExceeded("the choice about originals is not one this form offers"),
+                    ClientError("the choice about originals is not one this form offers"),
+                )
+                send_originals = choice == "yes"
             elif part.name == "files":
                 if len(staged) >= limits.max_files:
-                    raise LimitExceeded(f"at most {limits.max_files} files can be sent at once")
+                    max_files = limits.max_files
+                    raise LimitExceeded(f"at most {max_files} files can be sent at once")
                 staged.append(context.staging.create())
                 total = await _stage(part, staged[-1], total, limits.max_total_bytes)
                 if staged[-1].size == 0:  # an empty file input: browsers send an empty part
@@ -229,6 +281,9 @@ async def _store_drop(
         codename=codename,
         contacts_sent=routing.contacts,
         refused=[r.for_source() for r in sealed_drop.refusals],
+        # The form and held tus uploads are both sealed here (the device-sealed path of
+        # amanah-drop never renders a page).
+        sealed_on="relay",
     )
 
 
