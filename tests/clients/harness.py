@@ -199,6 +199,7 @@ class Proxy:
         self.stall_after: int | None = None
         self.upstream = 0
         self.connections = 0
+        self.carried: list[int] = []  # upstream bytes of each connection, once closed
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -264,6 +265,9 @@ class Proxy:
         finally:
             _close(src)
             _close(dst)
+            if up:
+                with self._lock:
+                    self.carried.append(sent_here)
 
     def _admit(self, data: bytes, sent_here: int) -> bytes | None:
         """What of `data` may go upstream now (None: close the connection). Blocks while
