@@ -137,7 +137,7 @@ def _check_header(prefix: bytes, size: int, stanzas: int) -> None:
             if len(stanza.body) != 32:
                 raise HeaderError("an X25519 stanza body has the wrong length")
     except HeaderError as exc:
-        raise ClientError(f"the sealed file is not a complete age file: {exc}") from None
+        raise ClientError(f"the sealed file's age header is not valid: {exc}") from None
     if len(header.stanzas) != stanzas:
         raise ClientError("the sealed file is not sealed to exactly the keys it names")
     # The payload: a nonce, then full chunks, then a last chunk of at least its tag (only
@@ -172,12 +172,18 @@ async def complete(context: RelayContext, staged: StagedFile, upload: SealedUplo
     drop_id = ingest.new_drop_id()
     relpath = f"{ingest.drop_path(drop_id)}/{BLOB_NAME}"
     async with context.sealing:
-        _, size, sha256 = await asyncio.to_thread(
-            blobs.write_file,
-            context.config.blobs,
-            relpath,
-            lambda sink: _copy_checked(staged, upload, sink),
-        )
+        try:
+            _, size, sha256 = await asyncio.to_thread(
+                blobs.write_file,
+                context.config.blobs,
+                relpath,
+                lambda sink: _copy_checked(staged, upload, sink),
+            )
+        except BaseException:  # write_file removed its file; the drop's folder goes too
+            await asyncio.to_thread(
+                blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id)
+            )
+            raise
     now = int(time.time())
     drop = Drop(
         id=drop_id,
