@@ -15,9 +15,9 @@ plaintext is a ustar tar, so that a contact can always open it with stock tools
 Rules:
 - no plaintext on disk: each file goes through the relay's own sanitizer (the same
   sandboxed worker) into a memfd, that is RAM, then into the tar, whose output goes
-  straight into the age encryptor, whose output alone is written. The sanitizer holds the
-  file and its cleaned copy in RAM while it works, and the memfd a cleaned copy again: a
-  video costs about three times its size in memory for a moment, one file at a time;
+  straight into the age encryptor, whose output alone is written. A tar header needs the
+  member's size before its bytes, hence the memfd: the cleaned copy is held in RAM once
+  more than the sanitizer itself holds it, one file at a time;
 - the tar says nothing about the source's files or computer: fixed member names, mtime 0,
   uid and gid 0, no user or group names, mode 0600, regular files only, and the names of
   the original files appear nowhere;
