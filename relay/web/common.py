@@ -2,9 +2,10 @@
 that turns exceptions into responses.
 
 Rules:
-- every response carries a strict Content-Security-Policy (nothing but this relay's own
-  stylesheet may load; no script at all yet), `frame-ancestors 'none'`, no referrer,
-  `Cache-Control: no-store`;
+- every response carries a strict Content-Security-Policy, `frame-ancestors 'none'`, no
+  referrer, `Cache-Control: no-store`. The journalist API's loads nothing but this relay's
+  stylesheet; the source pages' adds exactly what their one optional script needs: itself
+  (`script-src 'self'`, no inline script) and uploads to this origin (`connect-src 'self'`);
 - a RelayError becomes its status hint with its message (written for the person who caused
   it); anything else becomes a 500 that says nothing, and is logged by its type only:
   an exception's text may hold a filename or a byte of a form.
@@ -50,6 +51,13 @@ SECURITY_HEADERS = {
     # Not aiohttp's "Python/3.x aiohttp/3.y": no software versions for a visitor to probe.
     "Server": "Amanah",
 }
+SOURCE_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
 
 
 @dataclass
@@ -94,6 +102,13 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+@web.middleware
+async def source_security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.update(SOURCE_HEADERS)
+    return response
+
+
 async def _record(request: web.Request, kind: str) -> None:
     """Keeps the error for `amanah status`: its type and the route, never the request."""
     route = request.match_info.route.resource
@@ -108,6 +123,7 @@ async def _record(request: web.Request, kind: str) -> None:
 
 def error_middleware(
     render: Callable[[web.Request, int, str], web.Response],
+    headers: dict[str, str] = SECURITY_HEADERS,
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Maps exceptions to responses with `render(request, status, message)`."""
 
@@ -128,7 +144,7 @@ def error_middleware(
             log.error("internal error handling a request: %s", kind)
             await _record(request, kind)
             response = render(request, 500, "the relay could not complete this request")
-        response.headers.update(SECURITY_HEADERS)
+        response.headers.update(headers)
         return response
 
     return middleware

@@ -1,7 +1,8 @@
 """The source's side: pages that work with JavaScript off, and the streaming form upload.
 
     GET  /          what this relay is, who receives, the submission form
-    POST /submit    message and files (multipart), streamed into staging as they arrive
+    POST /submit    message and files (multipart), streamed into staging as they arrive;
+                    with JavaScript, `upload` fields name held tus uploads instead of files
     GET  /login     the codename form
     POST /login     codename -> replies (decrypted in memory for this response only)
     POST /logout
@@ -14,13 +15,19 @@ Rules:
 - limits are checked before reading where the request says enough (Content-Length), and
   while reading otherwise; a refused or broken submission leaves nothing behind;
 - nothing a browser says about a file (name, type) is read; nothing a source sends is
-  logged.
+  logged;
+- an `upload` field stands for a file part: the same limits (count, total size) and the
+  same sanitize-and-seal path. It must name a complete held upload of this very session
+  (relay/web/tus.py); it is consumed when the drop is stored, and kept for another try
+  when the form fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -34,7 +41,13 @@ from ..errors import ClientError, Forbidden, LimitExceeded, RelayError, Unauthor
 from ..staging import StagedFile
 from ..store import NewSource
 from . import i18n, tus
-from .common import CONTEXT, RelayContext, error_middleware, security_headers
+from .common import (
+    CONTEXT,
+    SOURCE_HEADERS,
+    RelayContext,
+    error_middleware,
+    source_security_headers,
+)
 from .i18n import Language
 from .sessions import COOKIE, Session
 
@@ -42,6 +55,9 @@ STATIC = Path(__file__).parent / "static"
 # Multipart framing around the files: boundaries, part headers, the small fields.
 FORM_OVERHEAD = 1 << 20
 MAX_CONTACT_FIELDS = 64  # far more than any relay registers; bounds a list built in RAM
+UPLOAD_ID = re.compile(r"[0-9a-f]{32}")  # the path part after /uploads/
+# This request's (session id, Session), looked up once.
+SESSION = web.RequestKey("session", tuple[str, Session])
 READ_SIZE = 1 << 20  # measured: 1 MiB reads of multipart parts are ~60% faster than 64 KiB
 
 
@@ -50,7 +66,15 @@ def _context(request: web.Request) -> RelayContext:
 
 
 def _session(request: web.Request) -> tuple[str, Session]:
-    return _context(request).sessions.get_or_create(request.cookies.get(COOKIE), time.time())
+    """The request's session, made once per request. A browser whose session ended (it
+    still sends the old cookie) gets a new one, and its held uploads follow it there."""
+    if SESSION not in request:
+        cookie = request.cookies.get(COOKIE)
+        found = _context(request).sessions.get_or_create(cookie, time.time())
+        if cookie and found[0] != cookie:
+            request.app[tus.UPLOADS].rehome(cookie, found[0])
+        request[SESSION] = found
+    return request[SESSION]
 
 
 def _language(request: web.Request) -> Language:
@@ -115,8 +139,8 @@ async def _read_field(
         raise not_text from None
 
 
-async def _check_csrf(request: web.Request, reader: MultipartReader) -> Session:
-    _, session = _session(request)
+async def _check_csrf(request: web.Request, reader: MultipartReader) -> tuple[str, Session]:
+    session_id, session = _session(request)
     part = await reader.next()
     if not isinstance(part, BodyPartReader) or part.name != "csrf":
         raise Forbidden("this form has expired; reload the page and send it again")
@@ -128,7 +152,7 @@ async def _check_csrf(request: web.Request, reader: MultipartReader) -> Session:
     )
     if not _context(request).sessions.csrf_ok(session, token):
         raise Forbidden("this form has expired; reload the page and send it again")
-    return session
+    return session_id, session
 
 
 async def _stage(part: BodyPartReader, staged: StagedFile, total: int, limit: int) -> int:
@@ -140,6 +164,20 @@ async def _stage(part: BodyPartReader, staged: StagedFile, total: int, limit: in
         # cores and doubles the memory of concurrent uploads (one malloc arena per thread).
         staged.write(chunk)
     return total
+
+
+@dataclass
+class _Form:
+    """A submission as its fields are read."""
+
+    session_id: str
+    message: str | None = None
+    requested: list[str] = field(default_factory=list)
+    send_originals: bool = False
+    staged: list[StagedFile] = field(default_factory=list)  # file parts, staged here
+    claimed: list[str] = field(default_factory=list)  # held tus uploads named by the form
+    items: list[StagedFile] = field(default_factory=list)  # every file, in form order
+    total: int = 0  # every byte of every part counts against the limit, not only files
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -154,71 +192,116 @@ async def submit(request: web.Request) -> web.Response:
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError):
         raise ClientError("the submission was not a form upload") from None
-    staged: list[StagedFile] = []
+    uploads = request.app[tus.UPLOADS]
+    form: _Form | None = None
+    stored = False
     try:
-        session = await _check_csrf(request, reader)
-        message: str | None = None
-        requested: list[str] = []
-        send_originals = False
-        total = 0  # every byte of every part counts against the limit, not only files
+        session_id, session = await _check_csrf(request, reader)
+        form = _Form(session_id)
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 raise ClientError("nested multipart is not accepted")
-            if part.name == "message":
-                if message is not None:
-                    raise ClientError("the form has more than one message field")
-                message = await _read_field(
-                    part,
-                    limits.max_message_chars * 4,
-                    LimitExceeded("the message is too long"),
-                    ClientError("the message is not valid text"),
-                )
-                if len(message) > limits.max_message_chars:
-                    raise LimitExceeded("the message is too long")
-                total += len(message.encode("utf-8"))
-            elif part.name == "contact":
-                if len(requested) >= MAX_CONTACT_FIELDS:
-                    raise ClientError("the drop is addressed to too many contacts")
-                requested.append(
-                    await _read_field(
-                        part,
-                        128,
-                        LimitExceeded("a contact name in the form is too long"),
-                        ClientError("a contact name in the form is not valid text"),
-                    )
-                )
-                total += len(requested[-1])
-            elif part.name == "originals":
-                choice = await _read_field(
-                    part,
-                    16,
-                    LimitExceeded("the choice about originals is not one this form offers"),
-                    ClientError("the choice about originals is not one this form offers"),
-                )
-                send_originals = choice == "yes"
-            elif part.name == "files":
-                if len(staged) >= limits.max_files:
-                    max_files = limits.max_files
-                    raise LimitExceeded(f"at most {max_files} files can be sent at once")
-                staged.append(context.staging.create())
-                total = await _stage(part, staged[-1], total, limits.max_total_bytes)
-                if staged[-1].size == 0:  # an empty file input: browsers send an empty part
-                    staged.pop().discard()
-            else:
-                # Not read to its end (that would let any amount through): refused.
-                raise ClientError("the form has a field this relay does not know")
-            if total > limits.max_total_bytes:
+            await _read_part(request, form, part)
+            if form.total > limits.max_total_bytes:
                 raise LimitExceeded("the submission is larger than this relay accepts")
-        for each in staged:
+        for each in form.staged:
             each.close()
-        return await _store_drop(request, session, message, requested, staged, send_originals)
+        response = await _store_drop(
+            request, session, form.message, form.requested, form.items, form.send_originals
+        )
+        stored = True
+        return response
     except (ValueError, AssertionError, asyncio.IncompleteReadError, ConnectionResetError) as exc:
         if isinstance(exc, ClientError):
             raise
         raise ClientError("the upload was cut off or malformed; nothing was kept") from None
     finally:
-        for each in staged:
-            each.discard()
+        if form is not None:
+            for each in form.staged:
+                each.discard()
+            for upload_id in form.claimed:  # used by the stored drop, or kept for a retry
+                (uploads.consume if stored else uploads.release)(upload_id)
+
+
+async def _read_part(request: web.Request, form: _Form, part: BodyPartReader) -> None:
+    """One field of the submission into `form`. Raises ClientError for what the form
+    may not hold."""
+    limits = _context(request).config.limits
+    if part.name == "message":
+        if form.message is not None:
+            raise ClientError("the form has more than one message field")
+        form.message = await _read_field(
+            part,
+            limits.max_message_chars * 4,
+            LimitExceeded("the message is too long"),
+            ClientError("the message is not valid text"),
+        )
+        if len(form.message) > limits.max_message_chars:
+            raise LimitExceeded("the message is too long")
+        form.total += len(form.message.encode("utf-8"))
+    elif part.name == "contact":
+        if len(form.requested) >= MAX_CONTACT_FIELDS:
+            raise ClientError("the drop is addressed to too many contacts")
+        name = await _read_field(
+            part,
+            128,
+            LimitExceeded("a contact name in the form is too long"),
+            ClientError("a contact name in the form is not valid text"),
+        )
+        form.requested.append(name)
+        form.total += len(name)
+    elif part.name == "originals":
+        choice = await _read_field(
+            part,
+            16,
+            LimitExceeded("the choice about originals is not one this form offers"),
+            ClientError("the choice about originals is not one this form offers"),
+        )
+        form.send_originals = choice == "yes"
+    elif part.name in ("files", "upload"):
+        if len(form.items) >= limits.max_files:
+            max_files = limits.max_files
+            raise LimitExceeded(f"at most {max_files} files can be sent at once")
+        if part.name == "files":
+            await _read_file(request, form, part)
+        else:
+            await _claim_upload(request, form, part)
+    else:
+        # Not read to its end (that would let any amount through): refused.
+        raise ClientError("the form has a field this relay does not know")
+
+
+async def _read_file(request: web.Request, form: _Form, part: BodyPartReader) -> None:
+    staged = _context(request).staging.create()
+    form.staged.append(staged)
+    limit = _context(request).config.limits.max_total_bytes
+    form.total = await _stage(part, staged, form.total, limit)
+    if staged.size == 0:  # an empty file input: browsers send an empty part
+        form.staged.pop().discard()
+    else:
+        form.items.append(staged)
+
+
+async def _claim_upload(request: web.Request, form: _Form, part: BodyPartReader) -> None:
+    """An `upload` field: the id of a complete held tus upload of this session, which
+    takes the place of a file part (the page's script sent the file that way)."""
+    unknown = ClientError("the form refers to an upload this relay does not know")
+    upload_id = await _read_field(part, 64, unknown, unknown)
+    if not UPLOAD_ID.fullmatch(upload_id):
+        raise unknown
+    upload = request.app[tus.UPLOADS].claim(upload_id, form.session_id, time.time())
+    if upload is tus.Unclaimable.USED:
+        raise ClientError("a file of this form was already sent; reload the page")
+    if upload is tus.Unclaimable.UNFINISHED:
+        raise ClientError("a file of this form has not finished uploading; wait, then send again")
+    if not isinstance(upload, tus.Upload):
+        raise ClientError(
+            "a file of this form is no longer on the relay (it may have expired, or the relay "
+            "restarted); choose it again and send the form again"
+        )
+    form.claimed.append(upload_id)
+    form.items.append(upload.staged)
+    form.total += upload.length
 
 
 async def _store_drop(
@@ -336,7 +419,7 @@ async def logout(request: web.Request) -> web.Response:
 
 def make_app(context: RelayContext) -> web.Application:
     app = web.Application(
-        middlewares=[security_headers, error_middleware(_error_page)],
+        middlewares=[source_security_headers, error_middleware(_error_page, SOURCE_HEADERS)],
         # Form uploads are streamed by the handler; this bounds only request.post() forms.
         client_max_size=64 * 1024,
     )

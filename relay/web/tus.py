@@ -20,7 +20,13 @@ Rules:
   contact (metadata `contacts` = comma-separated names addresses some); nothing a client
   says about the file (its name, its type) is kept;
 - the offset a client sends must be the one the server has (409 otherwise), one PATCH at
-  a time per upload, and never past the declared length.
+  a time per upload, and never past the declared length;
+- an upload created with metadata `held` = "1" (the source page's script) is not a drop
+  by itself: once complete it waits, sealed to the staging key and expiring like any
+  upload, until the page's form names it (`upload` fields of POST /submit, which claims
+  and consumes it). It belongs to the browser session that created it: creating one needs
+  a live session cookie, and every later request about it (HEAD, PATCH, DELETE, the form)
+  must carry the same cookie, or the upload does not exist for it (404).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import enum
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -40,6 +47,7 @@ from .. import sealed as on_device
 from ..errors import (
     ClientError,
     Conflict,
+    Forbidden,
     LimitExceeded,
     NotFound,
     PreconditionFailed,
@@ -48,6 +56,7 @@ from ..errors import (
 )
 from ..staging import StagedFile
 from .common import CONTEXT, RelayContext
+from .sessions import COOKIE
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,expiration"
@@ -57,6 +66,7 @@ UPLOAD_SECONDS = 24 * 3600
 MAX_UPLOADS = 1000  # in flight at once, all sources together: bounds RAM and disk
 MAX_METADATA = 4096
 READ_SIZE = 1 << 20
+MAX_USED = 10_000  # ids of consumed held uploads remembered, to say "already sent"
 
 
 @dataclass
@@ -69,6 +79,21 @@ class Upload:
     metadata: dict[str, str] = field(default_factory=dict)
     offset: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # A held upload: the session cookie that created it (RAM only, like the sessions).
+    owner: str | None = None
+    claimed: bool = False  # named by a form being stored right now
+
+    @property
+    def held(self) -> bool:
+        return self.owner is not None
+
+
+class Unclaimable(enum.Enum):
+    """Why a form cannot have a held upload (the source page says it in words)."""
+
+    USED = "already part of a drop, or of a form being sent"
+    GONE = "unknown: never made, expired, lost in a restart, or another session's"
+    UNFINISHED = "still receiving bytes"
 
 
 class Uploads:
@@ -76,6 +101,7 @@ class Uploads:
 
     def __init__(self) -> None:
         self._uploads: dict[str, Upload] = {}
+        self._used: dict[str, None] = {}  # consumed held uploads, oldest first
 
     def add(self, upload: Upload) -> str:
         upload_id = secrets.token_hex(16)
@@ -95,14 +121,79 @@ class Uploads:
             upload.staged.discard()
 
     def expire(self, now: float) -> None:
-        for upload_id in [i for i, u in self._uploads.items() if u.expires_at < now]:
+        expired = [i for i, u in self._uploads.items() if u.expires_at < now and not u.claimed]
+        for upload_id in expired:
             self.remove(upload_id)
+
+    def claim(self, upload_id: str, owner: str, now: float) -> Upload | Unclaimable:
+        """The complete held upload `upload_id` of session `owner`, reserved for one form;
+        or why it cannot be (another session's upload is GONE, as an unknown one is)."""
+        self.expire(now)
+        upload = self._uploads.get(upload_id)
+        if upload_id in self._used or (upload is not None and upload.claimed):
+            return Unclaimable.USED
+        if upload is None or not _same(upload.owner, owner):
+            return Unclaimable.GONE
+        if upload.offset != upload.length or upload.lock.locked():
+            return Unclaimable.UNFINISHED
+        upload.claimed = True
+        return upload
+
+    def release(self, upload_id: str) -> None:
+        """A claimed upload whose form failed: kept, so that the form can be sent again."""
+        upload = self._uploads.get(upload_id)
+        if upload is not None:
+            upload.claimed = False
+            upload.expires_at = max(upload.expires_at, time.time() + UPLOAD_SECONDS)
+
+    def consume(self, upload_id: str) -> None:
+        """A claimed upload whose drop is stored: gone, and its id remembered as used."""
+        self.remove(upload_id)
+        self._used[upload_id] = None
+        while len(self._used) > MAX_USED:
+            self._used.pop(next(iter(self._used)))
+
+    def rehome(self, old_owner: str, new_owner: str) -> None:
+        """The browser's session ended and a new one began (same browser: it still sent
+        the old cookie): its held uploads follow it, so a long outage does not lose them."""
+        for upload in self._uploads.values():
+            if upload.owner is not None and _same(upload.owner, old_owner):
+                upload.owner = new_owner
 
     def __len__(self) -> int:
         return len(self._uploads)
 
 
 UPLOADS = web.AppKey("uploads", Uploads)
+
+
+def _same(owner: str | None, cookie: str | None) -> bool:
+    return owner is not None and cookie is not None and secrets.compare_digest(owner, cookie)
+
+
+def _visible(request: web.Request, upload: Upload) -> Upload:
+    """A held upload exists only for the session that created it (others get a 404, as
+    for an unknown id); the session is kept alive while its upload is worked on."""
+    if upload.held:
+        cookie = request.cookies.get(COOKIE)
+        if not _same(upload.owner, cookie):
+            raise NotFound("no such upload (it may have expired, or the relay restarted)")
+        request.app[CONTEXT].sessions.get(cookie, time.time())
+    return upload
+
+
+def _held_owner(request: web.Request, metadata: dict[str, str]) -> str | None:
+    """The session cookie a `held` upload is bound to (None for other uploads). Raises
+    ClientError for a `held` value other than "1" or with `sealed`; Forbidden without a
+    live session."""
+    if "held" not in metadata:
+        return None
+    if metadata["held"] != "1" or on_device.is_sealed(metadata):
+        raise ClientError("Upload-Metadata held must be 1, and not with sealed")
+    cookie = request.cookies.get(COOKIE)
+    if request.app[CONTEXT].sessions.get(cookie, time.time()) is None:
+        raise Forbidden("a held upload needs the page's session; reload the page")
+    return cookie
 
 
 def _headers(**extra: str) -> dict[str, str]:
@@ -164,11 +255,13 @@ async def create(request: web.Request) -> web.Response:
     if on_device.is_sealed(metadata):  # sealed on the source's device: relay/sealed.py
         await on_device.check(context.store, on_device.parse(metadata))
     ingest.route(await context.store.list_contacts(), requested)  # refuse unknown names now
+    owner = _held_owner(request, metadata)
     uploads.expire(time.time())
     if len(uploads) >= MAX_UPLOADS:
         raise RelayError("the relay is busy; try again in a few minutes")
     staged = context.staging.create()
     upload = Upload(length, staged, tuple(requested), time.time() + UPLOAD_SECONDS, metadata)
+    upload.owner = owner
     upload_id = uploads.add(upload)
     location = f"/uploads/{upload_id}"
     return web.Response(
@@ -179,6 +272,7 @@ async def create(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     _check_version(request)
     upload = request.app[UPLOADS].get(request.match_info["upload_id"], time.time())
+    _visible(request, upload)
     return web.Response(
         status=200,
         headers=_headers(
@@ -198,7 +292,7 @@ async def append(request: web.Request) -> web.Response:
         raise UnsupportedMediaType("PATCH bodies are application/offset+octet-stream")
     upload_id = request.match_info["upload_id"]
     uploads = request.app[UPLOADS]
-    upload = uploads.get(upload_id, time.time())
+    upload = _visible(request, uploads.get(upload_id, time.time()))
     try:
         claimed = int(request.headers["Upload-Offset"])
     except (KeyError, ValueError):
@@ -217,10 +311,14 @@ async def append(request: web.Request) -> web.Response:
                 upload.staged.write(chunk)
                 upload.offset += len(chunk)
                 upload.expires_at = time.time() + UPLOAD_SECONDS
+                if upload.held:  # an hour-long PATCH must not outlive its session
+                    request.app[CONTEXT].sessions.get(upload.owner, time.time())
         except (ConnectionResetError, asyncio.IncompleteReadError):
             # The circuit dropped: what arrived is kept, the client resumes from HEAD.
             pass
-        if upload.offset == upload.length:
+        if upload.offset == upload.length and upload.held:
+            upload.staged.close()  # complete; it waits for the form that names it
+        elif upload.offset == upload.length:
             await _complete(request, upload_id, upload)
     return web.Response(
         status=204,
@@ -271,8 +369,8 @@ async def _complete(request: web.Request, upload_id: str, upload: Upload) -> Non
 async def terminate(request: web.Request) -> web.Response:
     _check_version(request)
     upload_id = request.match_info["upload_id"]
-    upload = request.app[UPLOADS].get(upload_id, time.time())
-    if upload.lock.locked():
+    upload = _visible(request, request.app[UPLOADS].get(upload_id, time.time()))
+    if upload.lock.locked() or upload.claimed:
         raise Conflict("this upload is receiving data")
     request.app[UPLOADS].remove(upload_id)
     return web.Response(status=204, headers=_headers())

@@ -11,13 +11,15 @@ import os
 import random
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aiohttp
 import pytest
 from tusclient import client as tus_client
 
+from relay.staging import StagingArea
+from relay.web import tus
 from tests.relayharness import (
     AGE,
     Member,
@@ -25,10 +27,15 @@ from tests.relayharness import (
     RelayProcess,
     add_contact,
     api_json,
+    codename_of,
+    error_of,
     forward_unsupported,
+    fresh_csrf,
     init_data,
     keygen,
     set_limits,
+    source_session,
+    submit,
     token_for,
 )
 
@@ -259,3 +266,222 @@ async def test_cut_connections_resume_byte_identical(
     received = opened_item(data, str(drops[0]["id"]), member)
     assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
     await ack_all(relay, member)
+
+
+# --- held uploads: the source page's script, then its form ------------------------------------
+
+HELD = "held " + base64.b64encode(b"1").decode()
+
+
+async def page_session(relay: RelayProcess) -> tuple[aiohttp.ClientSession, str]:
+    """A browser's session: its cookie (in the session's jar) and the form's CSRF token."""
+    session = source_session()
+    return session, await fresh_csrf(session, relay.source_url)
+
+
+async def held_upload(
+    session: aiohttp.ClientSession, relay: RelayProcess, payload: bytes, *, finish: bool = True
+) -> str:
+    """Creates a held upload in `session` and sends `payload` (all of it, or half)."""
+    headers = {**TUS, "Upload-Length": str(len(payload)), "Upload-Metadata": HELD}
+    async with session.post(relay.source_url + "/uploads", headers=headers) as response:
+        assert response.status == 201, await response.text()
+        location = response.headers["Location"]
+    body = payload if finish else payload[: len(payload) // 2]
+    patch = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    async with session.patch(relay.source_url + location, headers=patch, data=body) as response:
+        assert response.status == 204, await response.text()
+        assert response.headers["Upload-Offset"] == str(len(body))
+    return location.rsplit("/", 1)[1]
+
+
+def held_form(
+    csrf: str,
+    upload_ids: list[str],
+    files: Sequence[bytes] = (),
+    message: str | None = None,
+) -> aiohttp.FormData:
+    """The form as the page's script posts it: csrf first, then `upload` fields in order
+    (and any file parts, before them)."""
+    data = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
+    data.add_field("csrf", csrf)
+    if message is not None:
+        data.add_field("message", message)
+    for content in files:
+        data.add_field(
+            "files", io.BytesIO(content), filename="x.bin", content_type="application/octet-stream"
+        )
+    for upload_id in upload_ids:
+        data.add_field("upload", upload_id)
+    return data
+
+
+def drop_count(data: Path) -> int:
+    drops = data / "blobs" / "drops"
+    return sum(1 for p in drops.iterdir() if p.is_dir()) if drops.exists() else 0
+
+
+def opened_blob(data: Path, drop_id: str, name: str, member: Member) -> bytes:
+    sealed = data / "blobs" / "drops" / drop_id / name
+    done = subprocess.run(
+        [AGE, "-d", "-i", str(member.identity_file), str(sealed)],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+async def head_status(session: aiohttp.ClientSession, relay: RelayProcess, upload_id: str) -> int:
+    async with session.head(f"{relay.source_url}/uploads/{upload_id}", headers=TUS) as response:
+        return response.status
+
+
+async def test_a_held_upload_needs_a_live_session(
+    setup: tuple[RelayProcess, Member, Path],
+) -> None:
+    relay, _, data = setup
+    headers = {**TUS, "Upload-Length": "10", "Upload-Metadata": HELD}
+    status, _, text = await call(relay, "POST", "/uploads", headers)  # no cookie at all
+    assert status == 403 and "session" in text
+    forged = {**headers, "Cookie": "amanah_session=" + "A" * 43}
+    assert (await call(relay, "POST", "/uploads", forged))[0] == 403
+    session, _ = await page_session(relay)
+    async with session:
+        for metadata in ("held " + base64.b64encode(b"yes").decode(), HELD + ",sealed MQ=="):
+            wrong = {**TUS, "Upload-Length": "10", "Upload-Metadata": metadata}
+            async with session.post(relay.source_url + "/uploads", headers=wrong) as response:
+                assert response.status == 400, await response.text()
+    assert not list((data / "staging").iterdir())  # nothing was staged for any of them
+
+
+async def test_held_upload_waits_for_the_form_and_belongs_to_its_session(
+    setup: tuple[RelayProcess, Member, Path],
+) -> None:
+    relay, member, data = setup
+    await ack_all(relay, member)
+    before = drop_count(data)
+    first = os.urandom(300_000)
+    second = os.urandom(200_000)
+    part = os.urandom(100_000)
+    session, csrf = await page_session(relay)
+    other, other_csrf = await page_session(relay)
+    async with session, other:
+        ids = [await held_upload(session, relay, first), await held_upload(session, relay, second)]
+        assert drop_count(data) == before  # complete, but no drop of its own
+        # Another browser neither sees nor can claim them; nothing is stored.
+        assert await head_status(other, relay, ids[0]) == 404
+        assert (await call(relay, "HEAD", f"/uploads/{ids[0]}", TUS))[0] == 404
+        status, page = await submit(other, relay.source_url, held_form(other_csrf, ids[:1]))
+        assert status == 400 and "no longer on the relay" in error_of(page)
+        assert drop_count(data) == before
+        assert await head_status(session, relay, ids[0]) == 200
+        # Its own form: a file part first, then the two uploads, in the form's order.
+        status, page = await submit(
+            session, relay.source_url, held_form(csrf, ids, [part], "with uploads")
+        )
+        assert status == 200, page
+        assert "sealed on the relay on arrival" in page
+        assert len(codename_of(page).split()) >= 7
+        (drop,) = await waiting_drops(relay, member)
+        drop_id = str(drop["id"])
+        assert opened_blob(data, drop_id, "item-1", member) == part
+        assert opened_blob(data, drop_id, "item-2", member) == first
+        assert opened_blob(data, drop_id, "item-3", member) == second
+        assert opened_blob(data, drop_id, "message", member) == b"with uploads"
+        # Consumed: gone from tus, and a second form naming it is refused.
+        assert await head_status(session, relay, ids[0]) == 404
+        status, page = await submit(
+            session, relay.source_url, held_form(await fresh_csrf(session, relay.source_url), ids)
+        )
+        assert status == 400 and "already sent" in error_of(page)
+        assert drop_count(data) == before + 1
+    await ack_all(relay, member)
+
+
+@pytest.mark.parametrize(
+    "case", ["unknown", "malformed", "unfinished", "twice", "too-many", "too-large"]
+)
+async def test_a_form_naming_a_bad_upload_stores_nothing_and_keeps_the_upload(
+    setup: tuple[RelayProcess, Member, Path], case: str
+) -> None:
+    relay, member, data = setup
+    await ack_all(relay, member)
+    before = drop_count(data)
+    session, csrf = await page_session(relay)
+    async with session:
+        good = await held_upload(session, relay, os.urandom(50_000))
+        ids, files, expected = [good], [], 400
+        if case == "unknown":
+            ids.append("0" * 32)
+        elif case == "malformed":
+            ids.append("../../etc/passwd")
+        elif case == "unfinished":
+            ids.append(await held_upload(session, relay, os.urandom(50_000), finish=False))
+        elif case == "twice":
+            ids.append(good)
+        elif case == "too-many":  # the relay's default: 20 files at most, parts and uploads
+            files, expected = [b"x"] * 20, 413
+        elif case == "too-large":  # 8 MiB in all: the upload's length counts
+            files, expected = [os.urandom(MAX_TOTAL - 40_000)], 413
+        status, page = await submit(session, relay.source_url, held_form(csrf, ids, files))
+        assert status == expected, page
+        assert error_of(page)  # says what is wrong
+        assert drop_count(data) == before
+        # The good upload was not used up by the failed form: the next form takes it.
+        status, page = await submit(
+            session,
+            relay.source_url,
+            held_form(await fresh_csrf(session, relay.source_url), [good]),
+        )
+        assert status == 200, page
+        assert drop_count(data) == before + 1
+    await ack_all(relay, member)
+
+
+async def test_a_held_upload_cannot_be_deleted_or_patched_by_another_session(
+    setup: tuple[RelayProcess, Member, Path],
+) -> None:
+    relay, _, _ = setup
+    session, _ = await page_session(relay)
+    other, _ = await page_session(relay)
+    async with session, other:
+        upload_id = await held_upload(session, relay, os.urandom(10_000), finish=False)
+        url = f"{relay.source_url}/uploads/{upload_id}"
+        patch = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "5000"}
+        async with other.patch(url, headers=patch, data=b"y" * 10) as response:
+            assert response.status == 404
+        async with other.delete(url, headers=TUS) as response:
+            assert response.status == 404
+        assert await head_status(session, relay, upload_id) == 200
+        async with session.delete(url, headers=TUS) as response:
+            assert response.status == 204
+
+
+def test_held_uploads_in_memory(tmp_path: Path) -> None:
+    """The bookkeeping without a server: a claim reserves, a release gives back, a consumed
+    id stays known as used, a claimed upload outlives its expiry, and a renewed session
+    (same browser, new cookie) takes its uploads with it."""
+    staging = StagingArea(tmp_path)
+    uploads = tus.Uploads()
+    upload = tus.Upload(3, staging.create(), (), expires_at=100.0, owner="old-cookie")
+    upload.staged.write(b"abc")
+    upload.staged.close()
+    upload.offset = 3
+    upload_id = uploads.add(upload)
+    assert uploads.claim(upload_id, "someone-else", 0) is tus.Unclaimable.GONE
+    uploads.rehome("old-cookie", "new-cookie")
+    assert uploads.claim(upload_id, "old-cookie", 0) is tus.Unclaimable.GONE
+    assert uploads.claim(upload_id, "new-cookie", 0) is upload
+    assert uploads.claim(upload_id, "new-cookie", 0) is tus.Unclaimable.USED
+    uploads.expire(1000.0)  # claimed: a form is sealing it right now
+    assert len(uploads) == 1 and upload.staged.path.exists()
+    uploads.release(upload_id)
+    assert uploads.claim(upload_id, "new-cookie", 0) is upload
+    uploads.consume(upload_id)
+    assert len(uploads) == 0 and not upload.staged.path.exists()
+    assert uploads.claim(upload_id, "new-cookie", 0) is tus.Unclaimable.USED
+    unfinished = tus.Upload(9, staging.create(), (), expires_at=100.0, owner="new-cookie")
+    assert uploads.claim(uploads.add(unfinished), "new-cookie", 0) is tus.Unclaimable.UNFINISHED
+    uploads.expire(1000.0)  # not claimed: expired, and its staged file removed
+    assert len(uploads) == 0 and not unfinished.staged.path.exists()
