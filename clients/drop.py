@@ -57,7 +57,7 @@ from .common import (
     unreachable,
     verify_pinned,
 )
-from .upload import Gone, Unknown, Uploader
+from .upload import Gone, Unknown, Uploader, encode_metadata
 from .upload import Refused as UploadRefused
 
 PROG = "amanah-drop"
@@ -70,6 +70,9 @@ EXAMPLE = """examples:
   amanah-drop send --sealed drop.age --relay http://ADDRESS.onion
   amanah-drop send --resume          (carries on an upload that was cut)"""
 STALE_HINT = "run the same command again: it fetches the directory anew and seals again"
+# The relay reads at most 4 KiB of Upload-Metadata (relay/web/tus.py): about 80 member
+# keys, fewer when many contacts are named.
+MAX_METADATA = 4096
 
 
 class DropError(UserError):
@@ -190,6 +193,14 @@ def address(directory: Directory, wanted: list[str]) -> Addressed:
             raise DropError(f"this relay has no contact {name!r}", f"its contacts: {known}")
         chosen.append(contact)
     recipients = tuple(card.recipient for c in chosen for card in c.members)
+    fingerprints = tuple(r.fingerprint for r in recipients)
+    probe = outbox.Route(tuple(names), fingerprints, 0, "0" * 64, "age1" + "q" * 58, "0" * 64, 1)
+    if len(encode_metadata({**probe.metadata(), "returning": "1"})) > MAX_METADATA:
+        raise DropError(
+            f"those {len(names)} contacts have {len(recipients)} member keys, more than one "
+            "upload can name",
+            "address fewer contacts with --to, and send a second drop to the others",
+        )
     return Addressed(tuple(names), recipients, directory.codename_salt, directory.version)
 
 
