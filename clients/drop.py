@@ -400,15 +400,21 @@ async def _send(
     uploader: Uploader, pending: outbox.Pending, ciphertext: Path, route: outbox.Route
 ) -> None:
     url = pending.upload_url or await uploader.create(route.size, route.metadata())
-    try:
-        await uploader.send(url, ciphertext, route.size)
-    except Gone:
-        note(
-            "the relay no longer has the earlier part (it expired, or the relay restarted); "
-            "starting this upload again"
-        )
-        url = await uploader.create(route.size, route.metadata())
-        await uploader.send(url, ciphertext, route.size)
+    for attempt in (1, 2):
+        try:
+            await uploader.send(url, ciphertext, route.size)
+            return
+        except Gone:
+            if attempt == 2:
+                raise DropError(
+                    "the relay lost this upload twice (it expired, or the relay restarted)",
+                    "run the same command again later",
+                ) from None
+            note(
+                "the relay no longer has the earlier part (it expired, or the relay "
+                "restarted); starting this upload again"
+            )
+            url = await uploader.create(route.size, route.metadata())
 
 
 async def cmd_send(args: argparse.Namespace) -> int:

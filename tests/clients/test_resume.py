@@ -163,3 +163,26 @@ def test_resume_with_nothing_waiting_says_so(tmp_path: Path) -> None:
     done = run_drop("send", "--resume", state=tmp_path / "s")
     assert done.returncode == 0
     assert "no unfinished upload" in done.stderr
+
+
+async def test_an_upload_the_relay_lost_in_a_restart_starts_again(
+    setup: Setup, proxy: Proxy, picture: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "s"
+    command: list[str | Path] = ["send", "--relay", proxy.url, "--to", "the-daily", picture]
+    proxy.budget = 3 * MiB // 2
+    first = run_drop(*command, "--wait", "2", state=state)
+    assert first.returncode == 1, first.stderr
+    [folder] = pending(state)
+    sealed_sha = sha256_file(folder / "drop.age")
+    # The relay restarts: its RAM-only staging key is gone, and the upload with it.
+    setup.relay.stop()
+    setup.relay.start()
+    proxy.reset(target=setup.relay.source_port)
+    second = run_drop(*command, "--wait", "30", state=state)
+    assert second.returncode == 0, second.stderr
+    assert "starting this upload again" in second.stderr
+    assert pending(state) == []
+    [drop] = await listing(setup.relay, setup.alice)
+    assert drop["blobs"][0]["sha256"] == sealed_sha
+    await ack_all(setup.relay, setup.alice)
