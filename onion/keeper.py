@@ -11,7 +11,12 @@ should have, and acts on the difference:
 - during a key rotation, the retiring key's service beside the new one until its
   `withdraw-after` time, then withdrawn and its key file deleted.
 It writes what it knows (addresses, PoW, descriptor uploads seen in HS_DESC events, tor's
-bootstrap progress) to a status file that `amanah status` reads, and logs each change.
+bootstrap progress, the self-check's last result) to a status file that `amanah status`
+reads, and logs each change. A warning (proof-of-work refused by an old tor, say) is
+logged once per run, not at every re-publication.
+
+While it runs, a `SelfChecker` (onion.selfcheck) fetches the current source address
+through tor's own SOCKS port, on its own schedule, beside the sync loop.
 
 The relay-specific parts (which client-auth keys are current; signing new addresses into
 the contact directory) are passed in as coroutines, so this module knows nothing of the
@@ -34,12 +39,21 @@ from typing import Any
 from . import keys as service_keys
 from .address import ServiceKey
 from .errors import OnionError
+from .selfcheck import INTERVAL, SelfCheck, SelfChecker
 from .services import Attach, OnionServices
 from .tor import LaunchSettings
 
 log = logging.getLogger("amanah.onion")
 
 STATUS_FILE = "status.json"
+# Streams open at once on one rendezvous circuit (ADD_ONION MaxStreams). A browser opens
+# at most 6 connections to one host (Firefox's default, so Tor Browser's); amanah-inbox
+# and amanah-drop one at a time. 32 leaves room for both, and stops one circuit from
+# holding hundreds of streams to the relay. On the source service a client that asks for
+# more loses its circuit (MaxStreamsCloseCircuit): rebuilding it costs a new
+# introduction, which proof-of-work prices. The journalist service, behind client
+# authorisation, only refuses the extra stream.
+MAX_STREAMS = 32
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,9 @@ class KeeperSettings:
     journalist_target: tuple[str, int]
     proof_of_work: bool = True
     sync_seconds: float = 2.0
+    max_streams: int = MAX_STREAMS
+    self_check: bool = True
+    self_check_seconds: float = INTERVAL
 
 
 ClientAuthSource = Callable[[], Awaitable[Sequence[str]]]
@@ -72,6 +89,17 @@ class ServiceKeeper:
         self._warned_offline = False
         self._seen_uploads: set[str] = set()
         self._bootstrap: int | None = None
+        self._warned: set[str] = set()
+        self._roles: dict[str, str] = {}  # "source", "source_retiring", ...: address
+        self.self_checker = SelfChecker(
+            self._self_check_target,
+            services.socks_listener,
+            services.bootstrap_percent,
+            SelfCheck(
+                interval=settings.self_check_seconds,
+                retry=min(15.0, settings.self_check_seconds),
+            ),
+        )
 
     @classmethod
     async def start(
@@ -93,8 +121,20 @@ class ServiceKeeper:
         return keeper
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Syncs every `sync_seconds` until `stop` is set. A failed sync is logged and
-        retried at the next tick; a tor that died ends the loop with OnionError."""
+        """Syncs every `sync_seconds` until `stop` is set, with the self-check beside it.
+        A failed sync is logged and retried at the next tick; a tor that died ends the
+        loop with OnionError."""
+        checking = (
+            asyncio.create_task(self.self_checker.run(stop)) if self.settings.self_check else None
+        )
+        try:
+            await self._sync_until(stop)
+        finally:
+            if checking is not None:
+                checking.cancel()
+                await asyncio.gather(checking, return_exceptions=True)
+
+    async def _sync_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), self.settings.sync_seconds)
@@ -136,9 +176,11 @@ class ServiceKeeper:
             elif name == "source" or client_auth:
                 wanted[retiring.key.address] = (f"{name}_retiring", retiring.key)
 
+        was = {address: role for role, address in self._roles.items()}
+        self._roles = {name: address for address, (name, _) in wanted.items()}
         for address in published.keys() - wanted.keys():
             await self.services.withdraw(address)
-            log.info("withdrew %s (%s)", address, published[address].name)
+            log.info("withdrew %s (%s)", address, was.get(address, published[address].name))
         for address, (name, key) in wanted.items():
             is_journalist = name.startswith("journalist")
             auth = tuple(client_auth) if is_journalist else ()
@@ -151,9 +193,11 @@ class ServiceKeeper:
                 self.settings.journalist_target if is_journalist else self.settings.source_target,
                 client_auth=auth,
                 proof_of_work=self.settings.proof_of_work and not is_journalist,
+                max_streams=self.settings.max_streams,
+                close_circuit_over_max=not is_journalist,
             )
             for warning in done.warnings:
-                log.warning("%s", warning)
+                self._warn_once(done.pow_note or warning, warning)
             if is_journalist:
                 log.info(
                     "%s service %s: %s with %d member key(s)",
@@ -163,7 +207,8 @@ class ServiceKeeper:
                     len(auth),
                 )
             else:
-                pow_state = "on" if done.proof_of_work else "OFF"
+                why = done.pow_note or "turned off in the configuration"
+                pow_state = "on" if done.proof_of_work else f"OFF: {why}"
                 log.info("%s service published: %s (proof-of-work %s)", name, address, pow_state)
         if not client_auth and not self._signed:
             log.warning(
@@ -186,15 +231,29 @@ class ServiceKeeper:
                 "registered, and their descriptors stay pending until it does",
                 self._bootstrap,
             )
-        snapshot = self.services.snapshot()
+        snapshot = self.services.snapshot(self._roles)
         for name, service in snapshot["services"].items():
-            if service["descriptor_published"] and name not in self._seen_uploads:
-                self._seen_uploads.add(name)
+            if service["descriptor_published"] and service["address"] not in self._seen_uploads:
+                self._seen_uploads.add(service["address"])
                 log.info("the %s service's descriptor is on the Tor network", name)
         snapshot["tor"]["bootstrap_percent"] = self._bootstrap
+        snapshot["self_check"] = (
+            self.self_checker.result.to_json() if self.settings.self_check else None
+        )
         snapshot["relay_pid"] = os.getpid()
         snapshot["updated_at"] = int(time.time())
         await asyncio.to_thread(_write_json, self.settings.status_path, snapshot)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
+    def _self_check_target(self) -> tuple[str, float] | None:
+        """The current source address and when it was published, if it is."""
+        address = self._roles.get("source")
+        published_at = None if address is None else self.services.published_at(address)
+        return None if address is None or published_at is None else (address, published_at)
 
     async def close(self) -> None:
         """Withdraws the services and stops a tor we launched; marks the status stopped."""

@@ -8,7 +8,10 @@ tor we launched, SIGKILLing it if it hangs.
 
 Publishing the same key again (to change its client-auth keys) is DEL_ONION then
 ADD_ONION: tor has no command to change an ephemeral service's keys in place. The service
-is unreachable for the moment between the two, and its descriptor is uploaded anew.
+is unreachable for the moment between the two, and its descriptor is uploaded anew. When
+a key was taken away, and whenever a service is withdrawn, its rendezvous circuits are
+closed too: tor leaves them open after DEL_ONION, and they would go on carrying a
+removed member's (or a retired address's) connections.
 """
 
 from __future__ import annotations
@@ -72,14 +75,20 @@ class OnionServices:
         *,
         client_auth: Sequence[str] = (),
         proof_of_work: bool = False,
+        max_streams: int | None = None,
+        close_circuit_over_max: bool = False,
         virtual_port: int = 80,
     ) -> Published:
         """Publishes (or re-publishes, replacing the previous one) `key`'s service,
-        forwarding `virtual_port` to `target` on loopback. Raises ServiceError."""
+        forwarding `virtual_port` to `target` on loopback (the other arguments are
+        `TorControl.add_service`'s). Raises ServiceError."""
         async with self._lock:
-            if key.address in self._published:
+            previous = self._published.get(key.address)
+            if previous is not None:
                 await asyncio.to_thread(self.control.remove_service, key.address)
                 del self._published[key.address]
+                if set(previous.client_auth) - set(client_auth):
+                    await asyncio.to_thread(self.control.close_rendezvous_circuits, key.address)
             published = await asyncio.to_thread(
                 self.control.add_service,
                 name,
@@ -87,15 +96,19 @@ class OnionServices:
                 {virtual_port: target},
                 client_auth=tuple(client_auth),
                 proof_of_work=proof_of_work,
+                max_streams=max_streams,
+                close_circuit_over_max=close_circuit_over_max,
             )
             self._published[key.address] = published
             self._published_at[key.address] = time.time()
             return published
 
     async def withdraw(self, address: str) -> None:
-        """Withdraws one of our services (DEL_ONION). Raises ServiceError."""
+        """Withdraws one of our services (DEL_ONION), and closes the rendezvous circuits
+        tor would otherwise leave open to it. Raises ServiceError, ControlError."""
         async with self._lock:
             await asyncio.to_thread(self.control.remove_service, address)
+            await asyncio.to_thread(self.control.close_rendezvous_circuits, address)
             self._published.pop(address, None)
             self._published_at.pop(address, None)
 
@@ -121,20 +134,33 @@ class OnionServices:
         async with self._lock:
             return await asyncio.to_thread(self.control.socks_listener)
 
-    def snapshot(self) -> dict[str, Any]:
-        """The services as `amanah status` shows them (no secret in it)."""
-        services = {}
-        for address, published in self._published.items():
-            state = self.descriptor(address)
-            services[published.name if published.name not in services else address] = {
-                "address": address,
-                "proof_of_work": published.proof_of_work,
-                "client_auth_keys": len(published.client_auth),
-                "published_at": int(self._published_at[address]),
-                "descriptor_uploads": state.uploads,
-                "descriptor_failures": state.failures,
-                "descriptor_published": state.uploads > 0,
-            }
+    def published_at(self, address: str) -> float | None:
+        """When this connection (last) published `address`, or None if it has not."""
+        return self._published_at.get(address)
+
+    def describe(self, address: str) -> dict[str, Any]:
+        """One published service as `amanah status` shows it (no secret in it)."""
+        published = self._published[address]
+        state = self.descriptor(address)
+        return {
+            "address": address,
+            "proof_of_work": published.proof_of_work,
+            "proof_of_work_note": published.pow_note,
+            "client_auth_keys": len(published.client_auth),
+            "published_at": int(self._published_at[address]),
+            "descriptor_uploads": state.uploads,
+            "descriptor_failures": state.failures,
+            "descriptor_published": state.uploads > 0,
+        }
+
+    def snapshot(self, roles: dict[str, str]) -> dict[str, Any]:
+        """The services by role (`roles`: role name to address, e.g. "source" and
+        "source_retiring"), those published, as `amanah status` shows them."""
+        services = {
+            role: self.describe(address)
+            for role, address in roles.items()
+            if address in self._published
+        }
         return {
             "tor": {
                 "launched": self.process is not None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -62,6 +63,12 @@ PID_FILE = "tor.pid"
 START_TIMEOUT = 30.0  # seconds; a launch on this machine class takes ~0.1 s
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 _POLL = 0.05
+POW_KEYWORD = "PoWDefensesEnabled=1"
+# ADD_ONION takes PoWDefensesEnabled since tor 0.4.9.2-alpha (tor's changelog); before,
+# proof-of-work existed for services in a torrc only.
+POW_SINCE = (0, 4, 9, 2)
+MAX_STREAMS_LIMIT = 65535  # what ADD_ONION's MaxStreams accepts
+_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)")
 
 
 def _torrc_value(value: str | Path) -> str:
@@ -226,6 +233,16 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
     return ("127.0.0.1" if host == "localhost" else host), int(port)
 
 
+def pow_supported(version: str) -> bool:
+    """Whether a tor of this version (as GETINFO version gives it, "0.4.9.11" or
+    "0.4.9.2-alpha (git-...)") takes PoWDefensesEnabled on ADD_ONION. An unreadable
+    version is given the benefit of the doubt: tor's own reply then decides."""
+    found = _VERSION.match(version.strip())
+    if found is None:
+        return True
+    return tuple(int(part) for part in found.groups()) >= POW_SINCE
+
+
 @dataclass(frozen=True)
 class Published:
     """An onion service tor accepted: its address, whether PoW is on, and the client-auth
@@ -236,6 +253,9 @@ class Published:
     proof_of_work: bool
     client_auth: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # Why proof-of-work is off although it was asked for ("tor 0.4.8.12 does not support
+    # it"), for `amanah status`; empty when it is on or was not asked for.
+    pow_note: str = ""
 
 
 @dataclass
@@ -254,6 +274,10 @@ class TorControl:
 
     controller: stem.control.Controller
     descriptors: dict[str, DescriptorState] = field(default_factory=dict)
+    # The ADD_ONION keyword that turns proof-of-work on. Only tests change it: to an
+    # unknown keyword, which the real tor refuses exactly as a tor older than
+    # 0.4.9.2-alpha refuses this one, so the fallback runs against a real reply.
+    pow_keyword: str = POW_KEYWORD
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- connecting ----------------------------------------------------------------------
@@ -338,11 +362,13 @@ class TorControl:
         return self.get_info("version")
 
     def socks_listener(self) -> tuple[str, int] | None:
-        """The first SOCKS listener, as (host, port), or None."""
+        """The first SOCKS listener on loopback, as (host, port), or None. (An attached
+        tor may listen elsewhere too; the relay's own traffic stays on loopback.)"""
         for item in self.get_info("net/listeners/socks").split():
-            host, _, port = item.strip('"').rpartition(":")
-            if port.isdigit():
-                return host.strip("[]"), int(port)
+            try:
+                return parse_host_port(item.strip('"'), "a SOCKS listener")
+            except ControlError:
+                continue
         return None
 
     # -- onion services ------------------------------------------------------------------
@@ -355,36 +381,36 @@ class TorControl:
         *,
         client_auth: Sequence[str] = (),
         proof_of_work: bool = False,
+        max_streams: int | None = None,
+        close_circuit_over_max: bool = False,
     ) -> Published:
         """Publishes `key`'s service (ADD_ONION with our persisted key, so the address
         never changes) mapping each virtual port to a loopback target. `client_auth`
         lists X25519 public keys in base32: with any, only their holders can reach it.
-        With `proof_of_work`, asks for PoWDefensesEnabled=1; a tor that refuses it gets
-        the service without, and a warning. Raises ServiceError, AddressMismatch."""
+        With `proof_of_work`, asks for PoWDefensesEnabled=1; a tor older than
+        0.4.9.2-alpha, or one that refuses it, gets the service without it, and a warning.
+        `max_streams` bounds the streams open at once on one rendezvous circuit; with
+        `close_circuit_over_max`, a client that asks for more loses the circuit instead of
+        the extra stream. Raises ServiceError, AddressMismatch."""
         if not ports:
             raise ServiceError("an onion service needs at least one port")
-        parts = [f"ADD_ONION ED25519-V3:{key.tor_key_blob()}"]
-        parts.append("Flags=DiscardPK,V3Auth" if client_auth else "Flags=DiscardPK")
+        flags = ["DiscardPK"] + (["V3Auth"] if client_auth else [])
+        flags += ["MaxStreamsCloseCircuit"] if max_streams and close_circuit_over_max else []
+        parts = [f"ADD_ONION ED25519-V3:{key.tor_key_blob()}", "Flags=" + ",".join(flags)]
+        if max_streams is not None:
+            if not 0 <= max_streams <= MAX_STREAMS_LIMIT:
+                raise ServiceError(f"max_streams is 0 (no limit) to {MAX_STREAMS_LIMIT}")
+            parts.append(f"MaxStreams={max_streams}")
         parts += [f"ClientAuthV3={public}" for public in client_auth]
         for virtual, (host, port) in sorted(ports.items()):
             parse_host_port(f"{host}:{port}", "an onion service target")
             parts.append(f"Port={virtual},{host}:{port}")
-        warnings: list[str] = []
-        reply = None
+        what = f"publish the {name} service"
+        reply, warning, note = None, "", ""
         if proof_of_work:
-            pow_parts = parts[:1] + ["PoWDefensesEnabled=1"] + parts[1:]
-            try:
-                reply = self.command(" ".join(pow_parts), f"publish the {name} service")
-            except ServiceError as exc:
-                if "collision" in str(exc).lower():
-                    raise
-                warnings.append(
-                    f"this tor ({self._version_or_unknown()}) refused proof-of-work for the "
-                    f"{name} service ({exc}); it runs without that flood defence: "
-                    "tor 0.4.9 or later has it"
-                )
+            reply, warning, note = self._add_with_pow(parts, what, name)
         if reply is None:
-            reply = self.command(" ".join(parts), f"publish the {name} service")
+            reply = self.command(" ".join(parts), what)
         answered = _reply_value(reply, "ServiceID")
         self.descriptors[key.service_id] = DescriptorState()
         if answered != key.service_id:
@@ -393,13 +419,68 @@ class TorControl:
                 f"tor published the {name} service under an address other than its key's; withdrawn"
             )
         return Published(
-            name, key.address, proof_of_work and not warnings, tuple(client_auth), tuple(warnings)
+            name,
+            key.address,
+            proof_of_work and not note,
+            tuple(client_auth),
+            (warning,) if warning else (),
+            note,
         )
+
+    def _add_with_pow(
+        self, parts: list[str], what: str, name: str
+    ) -> tuple[stem.response.ControlMessage | None, str, str]:
+        """ADD_ONION with proof-of-work, if this tor has it: (reply, warning, note), with
+        no reply when the caller must publish without it. A tor that does not know the
+        keyword answers `512 ... Unrecognized keyword argument`, as for any unknown one;
+        the version is checked first so that an old tor is not asked at all."""
+        version = self._version_or_unknown()
+        note = f"tor {version} does not support it"
+        warning = (
+            f"proof-of-work is OFF for the {name} service: {note} (tor 0.4.9.2-alpha or "
+            "later has it); a flood of introductions can now crowd out real sources"
+        )
+        if not pow_supported(version):
+            return None, warning, note
+        pow_parts = parts[:1] + [self.pow_keyword] + parts[1:]
+        try:
+            return self.command(" ".join(pow_parts), what), "", ""
+        except ServiceError as exc:
+            if "collision" in str(exc).lower():
+                raise
+            return None, f"{warning}; tor said: {exc}", note
 
     def remove_service(self, address: str) -> None:
         """DEL_ONION. Raises ServiceError (e.g. not one of this connection's services)."""
         self.command(f"DEL_ONION {service_id(address)}", "withdraw an onion service")
         self.descriptors.pop(service_id(address), None)
+
+    def close_rendezvous_circuits(self, address: str) -> int:
+        """Closes the service side's rendezvous circuits for `address`; returns how many.
+
+        tor keeps them open after DEL_ONION "for existing connections to finish", and a
+        service added again under the same key serves new streams on them: without this,
+        a member removed from the journalist service would keep reaching it through the
+        circuit they already had, until their tor dropped it (10 minutes or more). Every
+        client of the service reconnects through a new circuit, which must pass the new
+        descriptor's client authorisation. Raises ControlError."""
+        sid = service_id(address)
+        closed = 0
+        for line in self.get_info("circuit-status").splitlines():
+            words = line.split()
+            fields = dict(word.split("=", 1) for word in words[1:] if "=" in word)
+            if fields.get("PURPOSE") != "HS_SERVICE_REND" or fields.get("REND_QUERY") != sid:
+                continue
+            try:
+                self.command(f"CLOSECIRCUIT {words[0]}", "close a rendezvous circuit")
+            except ControlUnreachable:
+                raise
+            except ControlError as exc:
+                if "unknown circuit" not in str(exc).lower():  # closed meanwhile: fine
+                    raise
+                continue
+            closed += 1
+        return closed
 
     def services(self) -> list[str]:
         """The addresses (….onion) of the services this connection added."""

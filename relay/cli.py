@@ -106,17 +106,30 @@ def _auth_file_name(contact: str, fingerprint: str) -> str:
 
 
 def _write_auth_files(
-    data_dir: Path, out_dir: Path, contact: str, issued: list[tuple[str, ClientAuthKey]]
+    data_dir: Path,
+    out_dir: Path,
+    contact: str,
+    issued: list[tuple[str, ClientAuthKey]],
+    all_or_nothing: bool = False,
 ) -> list[Path]:
     """Writes each member's client-auth private key, once, in the format of tor's
-    ClientOnionAuthDir (0600, never overwriting). The relay keeps only the public half."""
+    ClientOnionAuthDir (0600, never overwriting). The relay keeps only the public half.
+    With `all_or_nothing`, a failure removes the files this call wrote (for keys not
+    stored yet)."""
     address = datadir.onion_addresses(data_dir, create=True)["journalist"]
-    written = []
+    written: list[Path] = []
     for fingerprint, key in issued:
         path = out_dir / _auth_file_name(contact, fingerprint)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
+            if all_or_nothing:
+                for done in written:
+                    done.unlink(missing_ok=True)
+                raise ConfigError(
+                    f"cannot write a member's client-auth key to {path}: {exc.strerror}; "
+                    "no key was issued"
+                ) from None
             raise ConfigError(
                 f"cannot write a member's client-auth key to {path}: {exc.strerror}; "
                 "that member must be rotated to get a new one"
@@ -221,6 +234,42 @@ async def cmd_contact_rotate(args: argparse.Namespace) -> int:
     return await _with_store(args, action)
 
 
+async def cmd_contact_issue_auth(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args)
+
+    async def action(store: Store) -> int:
+        out_dir = _auth_dir(args.auth_dir, data_dir)
+        missing = await store.members_without_onion_auth(args.name)
+        if not missing:
+            raise ClientError(
+                f"every member of {args.name} has a client-auth key already; "
+                "`amanah contact rotate` gives one member new keys"
+            )
+        issued = [(fingerprint, ClientAuthKey.generate()) for fingerprint in missing]
+        # The files first: a key stored but never handed over would lock its member out
+        # until a rotation, while files without stored keys are only removed again.
+        written = _write_auth_files(data_dir, out_dir, args.name, issued, all_or_nothing=True)
+        try:
+            await store.add_onion_auth({f: key.public_base32 for f, key in issued}, _now())
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        print(f"issued a client-auth key to {len(issued)} member(s) of {args.name}")
+        config = configuration.load(data_dir)
+        if _running_status(config) is None:
+            print("the relay is not running; it publishes the journalist service with them")
+        else:
+            print(
+                "the running relay re-publishes the journalist service with them "
+                f"within {config.tor.sync_seconds} s"
+            )
+        _explain_auth_files(written)
+        return 0
+
+    return await _with_store(args, action)
+
+
 def _withdraw_note(data_dir: Path, what: str) -> str:
     config = configuration.load(data_dir)
     if _running_status(config) is None:
@@ -244,11 +293,17 @@ async def _onion_status(data_dir: Path, store: Store) -> dict[str, Any]:
         {"contact": contact, "member": fingerprint}
         for contact, fingerprint, _ in await store.onion_auth_keys()
     ]
+    keyless = [
+        {"contact": contact.name, "member": fingerprint}
+        for contact in await store.list_contacts()
+        for fingerprint in await store.members_without_onion_auth(contact.name)
+    ]
     onion: dict[str, Any] = {
         "relay_running_with_tor": running is not None,
         "client_auth_files_to_hand_over": _waiting_handover(data_dir),
         "tor_bootstrap_percent": (running or {}).get("tor", {}).get("bootstrap_percent"),
         "authorised_member_keys": authorised,
+        "members_without_client_auth": keyless,
     }
     for name in onion_keys.SERVICES:
         retiring = onion_keys.load_retiring(config.keys, name)
@@ -261,12 +316,41 @@ async def _onion_status(data_dir: Path, store: Store) -> dict[str, Any]:
             "proof_of_work": state.get("proof_of_work")
             if state
             else (config.tor.proof_of_work if name == "source" else False),
+            "proof_of_work_note": _pow_note(name, state, config),
             "client_auth_keys": state.get("client_auth_keys") if state else None,
             "retiring": None
             if retiring is None
-            else {"address": retiring.key.address, "withdraw_after": retiring.withdraw_after},
+            else {
+                "address": retiring.key.address,
+                "withdraw_after": retiring.withdraw_after,
+                "published": f"{name}_retiring" in live,
+            },
         }
+    onion["self_check"] = _self_check_status(running, config)
     return onion
+
+
+def _pow_note(name: str, state: dict[str, Any], config: configuration.Config) -> str:
+    """Why proof-of-work is off on the source service ("" when on, or for the journalist
+    service, which client authorisation guards instead)."""
+    if name != "source":
+        return ""
+    if not config.tor.proof_of_work:
+        return "turned off in amanah.toml ([tor] proof_of_work)"
+    return str(state.get("proof_of_work_note") or "")
+
+
+def _self_check_status(
+    running: dict[str, Any] | None, config: configuration.Config
+) -> dict[str, Any]:
+    """The running relay's last fetch of its own source page through tor."""
+    if running is None:
+        return {"state": "not_running", "reachable": None, "checked_at": None, "detail": ""}
+    check = running.get("self_check")
+    if not isinstance(check, dict):
+        detail = "turned off in amanah.toml ([tor] self_check)" if not config.tor.self_check else ""
+        return {"state": "off", "reachable": None, "checked_at": None, "detail": detail}
+    return check
 
 
 def _print_onion_status(onion: dict[str, Any]) -> None:
@@ -291,12 +375,14 @@ def _print_onion_status(onion: dict[str, Any]) -> None:
             state = "registered with tor, descriptor upload pending"
         print(f"{name} onion: {info['address']}  [{state}]")
         if name == "source":
-            print(f"  proof-of-work: {'on' if info['proof_of_work'] else 'off'}")
+            note = f" ({info['proof_of_work_note']})" if info["proof_of_work_note"] else ""
+            print(f"  proof-of-work: {'on' if info['proof_of_work'] else 'off'}{note}")
         if info["retiring"]:
             when = time.strftime(
-                "%Y-%m-%d %H:%M UTC", time.gmtime(info["retiring"]["withdraw_after"])
+                "%Y-%m-%d %H:%M:%S UTC", time.gmtime(info["retiring"]["withdraw_after"])
             )
             print(f"  previous address {info['retiring']['address']} withdrawn after {when}")
+    print("self-check through tor: " + _describe_self_check(onion["self_check"]))
     keys = onion["authorised_member_keys"]
     print(f"journalist service client-auth keys: {len(keys)}")
     if onion["client_auth_files_to_hand_over"]:
@@ -306,6 +392,31 @@ def _print_onion_status(onion: dict[str, Any]) -> None:
         )
     for entry in keys:
         print(f"  {entry['contact']} member {entry['member']}")
+    for entry in onion["members_without_client_auth"]:
+        print(
+            f"  {entry['contact']} member {entry['member']} has NO client-auth key and cannot "
+            f"reach the journalist service: amanah contact issue-auth {entry['contact']}"
+        )
+
+
+_SELF_CHECK_WORDS = {
+    "pending": "not checked yet",
+    "reachable": "the source page answers",
+    "not_yet": "not reachable yet",
+    "failing": "NOT REACHABLE",
+    "off": "off",
+    "not_running": "the relay is not running",
+}
+
+
+def _describe_self_check(check: dict[str, Any]) -> str:
+    words = _SELF_CHECK_WORDS.get(str(check.get("state")), str(check.get("state")))
+    if check.get("detail") and check.get("state") != "reachable":
+        words += f": {check['detail']}"
+    if check.get("checked_at"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(check["checked_at"]))
+        words += f" (checked {when})"
+    return words
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -330,6 +441,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         onion = await _onion_status(data_dir, store)
         status["source_onion"] = onion["source"]["address"]
         status["journalist_onion"] = onion["journalist"]["address"]
+        status["source_reachable"] = onion["self_check"]["reachable"]
+        status["checked_at"] = onion["self_check"]["checked_at"]
         status["onion"] = onion
         if args.json:
             print(json.dumps(status, indent=2))
@@ -371,14 +484,12 @@ async def cmd_keys_rotate(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     config = configuration.load(data_dir)
     name = args.key.removesuffix("-onion")
-    if args.overlap < 0:
-        raise ClientError("--overlap is a number of hours, 0 or more")
-    new, retiring = onion_keys.rotate(config.keys, name, int(args.overlap * 3600), _now())
+    new, retiring = onion_keys.rotate(config.keys, name, args.overlap, _now())
 
     async def action(store: Store) -> int:
         version = await _republish(store, data_dir)
         print(f"new {name} onion address: {new.address} (directory version {version})")
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(retiring.withdraw_after))
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(retiring.withdraw_after))
         print(f"the old address {retiring.key.address} stays published until {when}")
         if _running_status(config) is not None:
             print(f"the running relay publishes the new address within {config.tor.sync_seconds} s")
@@ -391,6 +502,26 @@ async def cmd_keys_rotate(args: argparse.Namespace) -> int:
         return 0
 
     return await _with_store(args, action)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _overlap(text: str) -> int:
+    """--overlap: hours (72, 0.5), or a number with a unit (90s, 30m, 2h, 3d); in seconds.
+    Tests use seconds; an operator thinks in hours or days."""
+    value = text.strip().lower()
+    unit = value[-1] if value[-1:] in _UNITS else "h"
+    number = value[:-1] if value[-1:] in _UNITS else value
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (hours, or with a unit: 90s, 30m, 2h, 3d)"
+        ) from None
+    if not 0 <= seconds < 366 * 86400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError("the overlap is from 0 to a year")
+    return int(seconds)
 
 
 def _command(
@@ -508,6 +639,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the member's new client-auth key file (default: DATA/handover)",
     )
     p.set_defaults(run=cmd_contact_rotate)
+    p = _command(
+        csub,
+        "issue-auth",
+        "issue journalist-service client-auth keys to a contact's members who have none "
+        "(registered before client authorisation), without rotating their other keys",
+        "amanah contact issue-auth the-daily --auth-dir ./to-hand-over",
+        [common],
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--auth-dir",
+        metavar="DIR",
+        help="where to write each member's client-auth key file (default: DATA/handover)",
+    )
+    p.set_defaults(run=cmd_contact_issue_auth)
 
     keys = _command(
         sub,
@@ -527,10 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", choices=["source-onion", "journalist-onion"])
     p.add_argument(
         "--overlap",
-        type=float,
-        default=72.0,
-        metavar="HOURS",
-        help="how long the old address stays published beside the new one (default: 72)",
+        type=_overlap,
+        default=72 * 3600,
+        metavar="DURATION",
+        help="how long the old address stays published beside the new one: hours (72, "
+        "0.5), or with a unit (90s, 30m, 2h, 3d); default 72 hours. Sources and members "
+        "learn the new address from the signed directory in that time",
     )
     p.set_defaults(run=cmd_keys_rotate)
 

@@ -79,6 +79,12 @@ class Tor:
     # Seconds between the relay's checks that the journalist service is published with
     # exactly the current members' client-auth keys (`amanah contact` changes them).
     sync_seconds: int = 2
+    # The relay fetches its own source page through its tor's SOCKS port and shows the
+    # result in `amanah status`: a service that silently stopped answering is otherwise
+    # noticed only by the sources who cannot reach it. Every `self_check_seconds` while
+    # it answers; after a failure sooner (15 s, doubling up to that).
+    self_check: bool = True
+    self_check_seconds: int = 600
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,8 @@ DEFAULT_TOML = """\
 # disable_network = false      # register services with tor but never publish (offline)
 # include = ""                 # a torrc fragment for our own tor (%include)
 # sync_seconds = 2             # how soon a contact change reaches the journalist service
+# self_check = true            # fetch our own source page through tor; `amanah status` shows it
+# self_check_seconds = 600     # how often, while it answers (sooner after a failure)
 
 [sanitize]
 # Files whose type cannot be cleaned are refused. true: forward them unchanged instead,

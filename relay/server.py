@@ -174,6 +174,8 @@ async def start_onion(config: Config, keys: RelayKeys, store: Store) -> ServiceK
         journalist_target=(server.host, server.journalist_port),
         proof_of_work=config.tor.proof_of_work,
         sync_seconds=config.tor.sync_seconds,
+        self_check=config.tor.self_check,
+        self_check_seconds=config.tor.self_check_seconds,
     )
     config.tor_data.mkdir(mode=0o700, exist_ok=True)
     return await ServiceKeeper.start(tor_how(config), settings, client_auth, addresses_changed)

@@ -496,6 +496,27 @@ class Store:
             )
         return [(str(c), str(f), str(k)) for c, f, k in rows]
 
+    async def members_without_onion_auth(self, contact: str) -> list[str]:
+        """Fingerprints of the contact's members with no client-auth key (registered
+        before schema v2), oldest first. Raises NotFound if there is no such contact."""
+        async with self._transaction("list members without a key", write=False) as db:
+            await _load_contact(db, contact)
+            rows = await db.execute_fetchall(
+                "SELECT m.fingerprint FROM members AS m WHERE m.contact = ? AND NOT EXISTS"
+                " (SELECT 1 FROM member_onion_auth AS a WHERE a.fingerprint = m.fingerprint)"
+                " ORDER BY m.added_at, m.rowid",
+                (contact,),
+            )
+        return [str(fingerprint) for (fingerprint,) in rows]
+
+    async def add_onion_auth(self, keys: Mapping[str, str], now: int) -> None:
+        """Gives members (fingerprint to base32 public key) their first client-auth key,
+        in one transaction. Raises NotFound for an unknown member, Conflict if a member
+        has a key already or the key is registered."""
+        async with self._transaction("add client-auth keys") as db:
+            for fingerprint, public_key in keys.items():
+                await _insert_onion_auth(db, fingerprint, public_key, now)
+
     async def member_by_verify_key(self, verify_key: str) -> Member | None:
         """The member who signs with `verify_key`, if any."""
         async with self._locked("find a member") as db:

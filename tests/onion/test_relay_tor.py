@@ -107,6 +107,21 @@ def test_serve_publishes_both_services_and_follows_contact_changes(tmp_path: Pat
         text = log.read_text()
         assert "descriptors stay pending" in text and source in text
 
+        # The self-check cannot reach the source service through a tor without network,
+        # and says why.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and running["onion"]["self_check"]["state"] == "pending":
+            time.sleep(0.2)
+            running = status(data)
+        assert running["source_reachable"] is False, running["onion"]["self_check"]
+        assert running["checked_at"] is not None
+        check = running["onion"]["self_check"]
+        assert check["state"] == "not_yet" and check["address"] == source
+        assert check["detail"] == "tor has not reached the Tor network (bootstrap 0%)"
+        shown = run(AMANAH, "status", "--data", data).stdout
+        assert "self-check through tor: not reachable yet: tor has not reached the Tor " in shown
+        assert "proof-of-work: on\n" in shown
+
         removed = run(AMANAH, "contact", "remove", "the-daily", "--data", data)
         assert "re-publishes the journalist service" in removed.stdout
         deadline = time.monotonic() + 15
@@ -126,6 +141,9 @@ def test_serve_publishes_both_services_and_follows_contact_changes(tmp_path: Pat
         )  # fmt: skip
         assert refused.returncode == 1 and "still overlapping" in refused.stderr
     assert relay.returncode == 0, log.read_text()
+    stopped = status(data)
+    assert stopped["source_reachable"] is None
+    assert stopped["onion"]["self_check"]["state"] == "not_running"
     tor_pid = data / "tor" / "tor.pid"
     assert not tor_pid.exists() or not Path(f"/proc/{tor_pid.read_text().strip()}").exists()
     for f in files:
@@ -166,3 +184,63 @@ async def test_the_store_keeps_client_auth_keys_with_their_members(tmp_path: Pat
         assert await store.onion_auth_keys() == [("a", "fp1", "A" * 52), ("a", "fp4", "C" * 52)]
         await store.remove_contact("a")
         assert await store.onion_auth_keys() == []
+
+
+def test_issue_auth_gives_keys_to_members_from_before_client_auth(tmp_path: Path) -> None:
+    import asyncio
+
+    from relay.contacts import parse_card
+    from relay.store import MIGRATIONS, Store
+
+    data = tmp_path / "relay"
+    run(AMANAH, "init", "--data", data)
+    journalist = status(data)["journalist_onion"]
+    alice, bob = keygen(tmp_path / "alice.txt"), keygen(tmp_path / "bob.txt")
+    rows = [parse_card(member.card)[1] for member in (alice, bob)]
+
+    async def register_before_v2() -> None:
+        # A relay from before schema v2: the database made by the first migration alone,
+        # its members registered with no client-auth key.
+        (data / "amanah.db").unlink()
+        async with await Store.open(data / "amanah.db", migrations=MIGRATIONS[:1]) as store:
+            await store.add_contact("old-news", "", None, False, rows, 1)
+
+    asyncio.run(register_before_v2())
+    before = status(data)["onion"]
+    assert before["authorised_member_keys"] == []
+    assert [m["contact"] for m in before["members_without_client_auth"]] == ["old-news"] * 2
+    assert "has NO client-auth key" in run(AMANAH, "status", "--data", data).stdout
+
+    # Hostile and mistaken input first: nothing is stored, nothing is left behind.
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / f"old-news-{rows[1][0][:12]}.auth_private").write_text("someone else's\n")
+    for argv, needle in (
+        (["old-news", "--auth-dir", str(tmp_path / "nowhere")], "is not a directory"),
+        (["old-news", "--auth-dir", str(taken)], "cannot write"),
+        (["no-such", "--auth-dir", str(taken)], "no such contact"),
+    ):
+        refused = run(AMANAH, "contact", "issue-auth", *argv, "--data", data, check=False)
+        assert refused.returncode == 1 and needle in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert sorted(p.name for p in taken.iterdir()) == [f"old-news-{rows[1][0][:12]}.auth_private"]
+    assert len(status(data)["onion"]["members_without_client_auth"]) == 2
+
+    out = tmp_path / "handed-over"
+    out.mkdir()
+    issued = run(AMANAH, "contact", "issue-auth", "old-news", "--auth-dir", out, "--data", data)
+    assert "issued a client-auth key to 2 member(s) of old-news" in issued.stdout
+    files = sorted(out.iterdir())
+    assert len(files) == 2
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+        sid, key = parse_auth_private(f.read_text())
+        assert sid + ".onion" == journalist
+        assert f.read_text().split(":")[3].strip() not in issued.stdout
+    after = status(data)["onion"]
+    assert after["members_without_client_auth"] == []
+    assert sorted(m["member"] for m in after["authorised_member_keys"]) == sorted(
+        r[0] for r in rows
+    )
+    again = run(AMANAH, "contact", "issue-auth", "old-news", "--data", data, check=False)
+    assert again.returncode == 1 and "has a client-auth key already" in again.stderr

@@ -25,8 +25,9 @@ from onion.errors import (
 )
 from onion.keeper import KeeperSettings, ServiceKeeper, read_status
 from onion.services import Attach, OnionServices
-from onion.tor import LaunchSettings, TorControl, TorProcess, launch
+from onion.tor import LaunchSettings, TorControl, TorProcess, launch, pow_supported
 from tests.onion.torfixtures import TOR, hash_password, offline_tor
+from tests.relayharness import AMANAH, run
 
 pytestmark = pytest.mark.tor
 TARGET = {80: ("127.0.0.1", 8080)}
@@ -38,8 +39,8 @@ def test_the_address_survives_a_restart_and_matches_the_local_computation(
     (tmp_path / "keys").mkdir()
     key = service_keys.ensure(tmp_path / "keys", "source")
     seen = []
-    for run in range(2):
-        with offline_tor(tmp_path / f"tor{run}") as (_, control):
+    for attempt in range(2):
+        with offline_tor(tmp_path / f"tor{attempt}") as (_, control):
             published = control.add_service("source", key, TARGET)
             assert published.address == key.address
             assert control.services() == [key.address]
@@ -88,6 +89,8 @@ def test_removal(tor: tuple[TorProcess, TorControl]) -> None:
     control.add_service("b", removed, TARGET)
     control.remove_service(removed.address)
     assert control.services() == [kept.address]
+    # No client ever connected (tor is offline): no rendezvous circuit to close.
+    assert control.close_rendezvous_circuits(removed.address) == 0
     with pytest.raises(ServiceError):
         control.remove_service(removed.address)
 
@@ -276,3 +279,134 @@ async def test_the_keeper_follows_members_and_rotation(tmp_path: Path) -> None:
         await keeper.close()
     assert keeper.services.process is not None and not keeper.services.process.running()
     assert read_status(settings.status_path, 60) is None
+
+
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [
+        ("0.4.9.11", True),
+        ("0.4.9.2-alpha (git-0123456789abcdef)", True),
+        ("0.4.10.1", True),
+        ("0.4.9.1-alpha", False),
+        ("0.4.8.17", False),
+        ("0.3.5.8", False),
+        ("not a version", True),  # tor's own reply decides then
+    ],
+)
+def test_which_tor_versions_take_pow_on_add_onion(version: str, supported: bool) -> None:
+    assert pow_supported(version) is supported
+
+
+# A tor older than 0.4.9.2-alpha answers `512 Bad arguments to ADD_ONION: Unrecognized
+# keyword argument "PoWDefensesEnabled"`. The real tor here knows that keyword, so the
+# tests give it one it does not know (the seam TorControl.pow_keyword): what is real is
+# tor, its refusal and its version; what is forced is which keyword is refused.
+FORCED_REFUSAL = "PoWDefensesEnabledInAFutureTor=1"
+
+
+def test_a_tor_that_refuses_pow_gets_the_service_without_it(
+    tor: tuple[TorProcess, TorControl],
+) -> None:
+    _, control = tor
+    control.pow_keyword = FORCED_REFUSAL
+    key = ServiceKey.generate()
+    published = control.add_service("source", key, TARGET, proof_of_work=True)
+    version = control.version().split()[0]
+    assert published.address == key.address and control.services() == [key.address]
+    assert published.proof_of_work is False
+    assert published.pow_note == f"tor {version} does not support it"
+    (warning,) = published.warnings
+    assert "proof-of-work is OFF" in warning and "Unrecognized keyword" in warning
+
+
+def test_max_streams_is_taken_and_bounded(tor: tuple[TorProcess, TorControl]) -> None:
+    _, control = tor
+    source = control.add_service(
+        "source", ServiceKey.generate(), TARGET, max_streams=32, close_circuit_over_max=True
+    )
+    journalist = control.add_service(
+        "journalist",
+        ServiceKey.generate(),
+        TARGET,
+        client_auth=[ClientAuthKey.generate().public_base32],
+        max_streams=32,
+    )
+    assert sorted(control.services()) == sorted([source.address, journalist.address])
+    with pytest.raises(ServiceError, match="max_streams"):
+        control.add_service("source", ServiceKey.generate(), TARGET, max_streams=70_000)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ADD_ONION NEW:ED25519-V3 HiddenServiceEnableIntroDoSDefense=1 Port=80,127.0.0.1:8080",
+        "ADD_ONION NEW:ED25519-V3 EnableIntroDoSDefense=1 Port=80,127.0.0.1:8080",
+        "ADD_ONION NEW:ED25519-V3 IntroDoSRatePerSec=25 Port=80,127.0.0.1:8080",
+    ],
+)
+def test_this_tor_has_no_intro_point_dos_limits_for_add_onion(
+    tor: tuple[TorProcess, TorControl], line: str
+) -> None:
+    """docs/scaling.md says introduction-point DoS limits cannot be set on an ephemeral
+    service (ADD_ONION) in tor 0.4.9. If this fails, a newer tor takes them: use them."""
+    _, control = tor
+    with pytest.raises(ServiceError, match="Unrecognized keyword"):
+        control.command(line, "publish with intro DoS limits")
+    assert control.services() == []
+
+
+def test_intro_point_dos_limits_are_per_service_options_only(
+    tor: tuple[TorProcess, TorControl],
+) -> None:
+    """HiddenServiceEnableIntroDoSDefense belongs to a HiddenServiceDir block (an on-disk
+    service); set alone it is refused, so there is no relay-wide default to set."""
+    _, control = tor
+    with pytest.raises(ControlError, match="Unacceptable option value"):
+        control.command("SETCONF HiddenServiceEnableIntroDoSDefense=1", "set intro DoS defence")
+
+
+async def test_the_keeper_warns_once_when_pow_is_refused(
+    tmp_path: Path, tor: tuple[TorProcess, TorControl], caplog: pytest.LogCaptureFixture
+) -> None:
+    process, control = tor
+    data = tmp_path / "relay"
+    await asyncio.to_thread(run, AMANAH, "init", "--data", data)
+    (data / "tor").mkdir(mode=0o700)
+    keys_dir = data / "keys"
+    settings = KeeperSettings(
+        keys_dir=keys_dir,
+        status_path=data / "tor" / "status.json",  # where `amanah status` looks
+        source_target=("127.0.0.1", 8080),
+        journalist_target=("127.0.0.1", 8081),
+        self_check=False,
+    )
+
+    async def nobody() -> list[str]:
+        return []
+
+    async def signed(addresses: dict[str, str]) -> None:
+        pass
+
+    services = await OnionServices.start(Attach("127.0.0.1", process.control_port))
+    services.control.pow_keyword = FORCED_REFUSAL
+    keeper = ServiceKeeper(services, settings, nobody, signed)
+    version = control.version().split()[0]
+    try:
+        with caplog.at_level("INFO", logger="amanah.onion"):
+            await keeper.sync()
+            service_keys.rotate(keys_dir, "source", 3600, int(time.time()))
+            await keeper.sync()  # the new address is published, refused PoW again
+        status = read_status(settings.status_path, 60)
+        assert status is not None and status["self_check"] is None
+        for role in ("source", "source_retiring"):
+            assert status["services"][role]["proof_of_work"] is False
+            assert status["services"][role]["proof_of_work_note"] == (
+                f"tor {version} does not support it"
+            )
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert sum("proof-of-work is OFF" in w for w in warnings) == 1, warnings
+        assert sum("proof-of-work OFF: tor" in r.getMessage() for r in caplog.records) == 2
+        shown = await asyncio.to_thread(run, AMANAH, "status", "--data", data)
+        assert f"proof-of-work: off (tor {version} does not support it)" in shown.stdout
+    finally:
+        await keeper.close()

@@ -14,9 +14,14 @@ TOR = "/usr/sbin/tor"
 
 
 @contextmanager
-def offline_tor(data_dir: Path, **settings: object) -> Iterator[tuple[TorProcess, TorControl]]:
-    """A launched tor (DisableNetwork 1) and an authenticated control connection."""
-    process = launch(LaunchSettings(data_dir, binary=TOR, disable_network=True, **settings))  # type: ignore[arg-type]
+def offline_tor(
+    data_dir: Path, disable_network: bool = True, **settings: object
+) -> Iterator[tuple[TorProcess, TorControl]]:
+    """A launched tor (DisableNetwork 1 unless told otherwise: then `settings` must keep it
+    off any real network) and an authenticated control connection."""
+    process = launch(
+        LaunchSettings(data_dir, binary=TOR, disable_network=disable_network, **settings)  # type: ignore[arg-type]
+    )
     try:
         control = TorControl.connect("127.0.0.1", process.control_port)
         try:

@@ -1,0 +1,126 @@
+"""onion.selfcheck: the record's decisions without an event loop, and the fetch through a
+real tor's SOCKS port when tor cannot reach any network."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onion.address import ServiceKey
+from onion.selfcheck import SelfCheck, SelfChecker
+from onion.tor import TorControl, TorProcess
+from tests.onion.torfixtures import offline_tor
+
+ADDRESS = ServiceKey(bytes(32)).address
+OTHER = ServiceKey(bytes([1] * 32)).address
+
+
+def test_a_new_service_is_not_yet_reachable_then_failing_after_the_grace() -> None:
+    check = SelfCheck(interval=600, retry=15, grace=600)
+    assert check.state == "pending" and check.reachable is None
+    check = check.failed(ADDRESS, published_at=1000, now=1010, detail="no descriptor yet")
+    assert (check.state, check.reachable, check.failures) == ("not_yet", False, 1)
+    assert check.next_at == 1010 + 15
+    check = check.failed(ADDRESS, published_at=1000, now=1030, detail="no descriptor yet")
+    assert check.next_at == 1030 + 30  # doubled
+    check = check.failed(ADDRESS, published_at=1000, now=1700, detail="introduction failed")
+    assert check.state == "failing" and check.detail == "introduction failed"
+    assert check.next_at == 1700 + 60
+
+
+def test_retries_double_up_to_the_interval() -> None:
+    check = SelfCheck(interval=100, retry=15, grace=10_000)
+    delays = []
+    for n in range(6):
+        now = 1000 + n
+        check = check.failed(ADDRESS, 1000, now, "x")
+        delays.append(check.next_at - now)
+    assert delays == [15, 30, 60, 100, 100, 100]
+
+
+def test_success_then_failure_is_failing_at_once() -> None:
+    check = SelfCheck(interval=600, retry=15, grace=600)
+    check = check.succeeded(ADDRESS, now=1000)
+    assert (check.state, check.reachable, check.next_at) == ("reachable", True, 1600)
+    assert check.last_reachable_at == 1000
+    # within the grace of its publication, but it answered before: this is an outage
+    check = check.failed(ADDRESS, published_at=990, now=1600, detail="rendezvous failed")
+    assert check.state == "failing" and check.failures == 1 and check.next_at == 1615
+    assert check.to_json() == {
+        "state": "failing",
+        "reachable": False,
+        "detail": "rendezvous failed",
+        "address": ADDRESS,
+        "checked_at": 1600,
+        "last_reachable_at": 1000,
+        "next_check_at": 1615,
+        "failures_in_a_row": 1,
+    }
+
+
+def test_a_rotated_address_starts_again() -> None:
+    check = SelfCheck(interval=600, retry=15, grace=600).succeeded(ADDRESS, now=1000)
+    check = check.failed(OTHER, published_at=1500, now=1510, detail="no descriptor yet")
+    assert check.state == "not_yet" and check.last_reachable_at is None and check.failures == 1
+
+
+def test_off_is_neither_reachable_nor_not() -> None:
+    check = SelfCheck().off(ADDRESS, "no SOCKS port", now=5)
+    assert check.state == "off" and check.reachable is None and check.next_at > 5
+
+
+async def test_no_socks_listener_is_off_and_nothing_published_waits() -> None:
+    published: list[tuple[str, float]] = []
+
+    async def socks() -> tuple[str, int] | None:
+        return None
+
+    async def bootstrap() -> int | None:
+        return 100
+
+    checker = SelfChecker(lambda: published[0] if published else None, socks, bootstrap)
+    result = await checker.check()
+    assert result.state == "pending" and result.next_at > 0
+    published.append((ADDRESS, 0.0))
+    result = await checker.check()
+    assert result.state == "off" and "SOCKS" in result.detail
+
+
+@pytest.fixture
+def unreachable_tor(tmp_path: Path) -> Iterator[tuple[TorProcess, TorControl]]:
+    """A real tor with its network on but nothing to reach: its only directory authority
+    is a closed port on loopback, so it stays at bootstrap 0% and its SOCKS port is open."""
+    fragment = tmp_path / "nowhere.torrc"
+    fragment.write_text(
+        f"DirAuthority nowhere orport=9 no-v2 v3ident={'A' * 40} 127.0.0.1:9 {'B' * 40}\n"
+    )
+    with offline_tor(tmp_path / "tor", disable_network=False, include=fragment) as tor:
+        yield tor
+
+
+async def test_through_a_tor_that_cannot_reach_the_network(
+    unreachable_tor: tuple[TorProcess, TorControl],
+) -> None:
+    _, control = unreachable_tor
+    key = ServiceKey.generate()
+    control.add_service("source", key, {80: ("127.0.0.1", 9)})
+    listener = control.socks_listener()
+    assert listener is not None
+
+    async def socks() -> tuple[str, int] | None:
+        return listener
+
+    async def bootstrap() -> int | None:
+        return int(control.get_info("status/bootstrap-phase").split("PROGRESS=")[1].split()[0])
+
+    checker = SelfChecker(lambda: (key.address, 0.0), socks, bootstrap, timeout=3)
+    result = await checker.check()
+    assert result.state == "failing" and result.reachable is False  # published long ago
+    assert result.detail == "tor has not reached the Tor network (bootstrap 0%)"
+    # The fetch itself, through the real SOCKS port: tor holds the request, and the
+    # check gives up after its timeout with a reason, not an exception.
+    reason = await asyncio.wait_for(checker._fetch(key.address, listener), 30)
+    assert reason == "no answer through Tor within 3 s"
