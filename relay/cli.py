@@ -59,7 +59,9 @@ async def cmd_init(args: argparse.Namespace) -> int:
     keys = datadir.initialise(data_dir)
     async with await Store.open(data_dir / "amanah.db") as store:
         services = datadir.onion_addresses(data_dir)
-        await contacts.publish_directory(store, keys.directory_key, _now(), services)
+        await contacts.publish_directory(
+            store, keys.directory_key, _now(), services, keys.codename_salt
+        )
     print(f"initialised {data_dir}", file=sys.stderr)
     print(f"directory key: {keys.directory_key.verify_key}")
     return 0
@@ -77,7 +79,9 @@ async def _republish(store: Store, data_dir: Path) -> int:
     for warning in keys.warnings:
         _warn(warning)
     services = datadir.onion_addresses(data_dir, create=True)
-    return await contacts.publish_directory(store, keys.directory_key, _now(), services)
+    return await contacts.publish_directory(
+        store, keys.directory_key, _now(), services, keys.codename_salt
+    )
 
 
 HANDOVER = "handover"

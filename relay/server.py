@@ -22,7 +22,7 @@ from onion.keeper import STATUS_FILE, KeeperSettings, ServiceKeeper
 from onion.services import Attach
 from onion.tor import LaunchSettings
 
-from . import blobs, contacts
+from . import blobs, contacts, sealed
 from .auth import Authenticator
 from .config import Config
 from .datadir import RelayKeys
@@ -80,6 +80,8 @@ async def start(
     swept = await sweep_unrecorded(context)
     if wiped or swept:
         log.info("removed %d abandoned upload(s) and %d unrecorded drop folder(s)", wiped, swept)
+    if (version := await sealed.publish_codename_salt(store, keys, int(time.time()))) is not None:
+        log.info("signed the codename salt into the contact directory (version %d)", version)
     runners = []
     for app, port in (
         (source.make_app(context), config.server.source_port),
@@ -162,7 +164,7 @@ async def start_onion(config: Config, keys: RelayKeys, store: Store) -> ServiceK
             if dict(directory.services) == addresses:
                 return
         version = await contacts.publish_directory(
-            store, keys.directory_key, int(time.time()), addresses
+            store, keys.directory_key, int(time.time()), addresses, keys.codename_salt
         )
         log.info("signed the onion addresses into the contact directory (version %d)", version)
 
