@@ -200,10 +200,6 @@ class Pending:
     offset: int = 0
 
     @property
-    def owns_ciphertext(self) -> bool:
-        return Path(self.ciphertext).parent == self.folder
-
-    @property
     def route(self) -> Route:
         return read_route(Path(self.ciphertext))
 
