@@ -450,7 +450,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         status["onion"] = onion
         if args.json:
             print(json.dumps(status, indent=2))
-            return 0
+            return _check_result(args.check, onion["self_check"])
         print(f"data directory: {data_dir}")
         print(f"directory version: {status['directory_version']}")
         for name, info in status["contacts"].items():
@@ -462,9 +462,20 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 f"error at {time.strftime('%Y-%m-%d %H:%M', time.gmtime(event.at))}: "
                 f"{event.kind}: {event.detail}"
             )
-        return 0
+        return _check_result(args.check, onion["self_check"])
 
     return await _with_store(args, action)
+
+
+def _check_result(check: bool, self_check: dict[str, Any]) -> int:
+    """With --check: 0 if the running relay's last self-check reached the source service
+    through tor, else 1 with one line saying why (for monitoring and container health)."""
+    if not check or self_check.get("reachable") is True:
+        return 0
+    words = _SELF_CHECK_WORDS.get(str(self_check.get("state")), str(self_check.get("state")))
+    detail = f": {self_check['detail']}" if self_check.get("detail") else ""
+    print(f"amanah: check failed: source service {words}{detail}", file=sys.stderr)
+    return 1
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
@@ -694,6 +705,12 @@ def build_parser() -> argparse.ArgumentParser:
         [common],
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 unless the running relay's last self-check reached its source service "
+        "through tor (for monitoring: amanah status --check >/dev/null)",
+    )
     p.set_defaults(run=cmd_status)
     return parser
 

@@ -321,6 +321,8 @@ def test_the_relay_checks_its_own_source_service_through_tor(world: World) -> No
     assert check["next_check_at"] > check["checked_at"]
     text = run(AMANAH, "status", "--data", world.data).stdout
     assert "self-check through tor: the source page answers (checked " in text, text
+    checked = run(AMANAH, "status", "--check", "--data", world.data, check=False)
+    assert checked.returncode == 0 and checked.stderr == "", checked.stderr
     assert "self-check: the source service answers through Tor" in world.log.read_text()
 
 

@@ -73,3 +73,10 @@ def test_compose_mounts_the_data_volume_and_publishes_no_port() -> None:
     volumes = [v.split(":") for v in service["volumes"]]
     assert [target for _, target in volumes] == ["/data"]
     assert {name for name, _ in volumes} <= set(compose["volumes"])
+    # The health check is a real amanah command (argparse accepts it).
+    kind, program, *arguments = service["healthcheck"]["test"]
+    assert (kind, program) == ("CMD", "amanah") and "--check" in arguments
+    done = subprocess.run(
+        [AMANAH, *arguments, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0 and "--check" in done.stdout, done.stderr

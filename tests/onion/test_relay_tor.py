@@ -121,6 +121,9 @@ def test_serve_publishes_both_services_and_follows_contact_changes(tmp_path: Pat
         shown = run(AMANAH, "status", "--data", data).stdout
         assert "self-check through tor: not reachable yet: tor has not reached the Tor " in shown
         assert "proof-of-work: on\n" in shown
+        checked = run(AMANAH, "status", "--check", "--json", "--data", data, check=False)
+        assert checked.returncode == 1 and json.loads(checked.stdout)["source_reachable"] is False
+        assert checked.stderr.startswith("amanah: check failed: source service not reachable yet")
 
         removed = run(AMANAH, "contact", "remove", "the-daily", "--data", data)
         assert "re-publishes the journalist service" in removed.stdout
@@ -144,6 +147,8 @@ def test_serve_publishes_both_services_and_follows_contact_changes(tmp_path: Pat
     stopped = status(data)
     assert stopped["source_reachable"] is None
     assert stopped["onion"]["self_check"]["state"] == "not_running"
+    checked = run(AMANAH, "status", "--check", "--data", data, check=False)
+    assert checked.returncode == 1 and "the relay is not running" in checked.stderr
     tor_pid = data / "tor" / "tor.pid"
     assert not tor_pid.exists() or not Path(f"/proc/{tor_pid.read_text().strip()}").exists()
     for f in files:
