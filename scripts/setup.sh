@@ -8,7 +8,8 @@ VENV="$ROOT/.venv"
 # Debian packages the relay itself needs at run time.
 RUN_PACKAGES=(python3 python3-venv libmagic1 tor ffmpeg bubblewrap)
 # Added for the test suite: the real tools that judge our output, and their test data.
-TEST_PACKAGES=(age golang-filippo-age-dev libimage-exiftool-perl)
+# chromium: the browser tests (tests/browser) drive /usr/bin/chromium through Playwright.
+TEST_PACKAGES=(age golang-filippo-age-dev libimage-exiftool-perl chromium)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

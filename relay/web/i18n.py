@@ -348,7 +348,7 @@ def extract() -> Catalog:
         HERE / "templates",
         method_map=[("**.html", "jinja2")],
         options_map=options,
-        keywords={"_": None, "gettext": None},
+        keywords={"_": None, "gettext": None, "pgettext": ((1, "c"), 2)},
     ):
         where = f"relay/web/templates/{filename}"
         catalog.add(msgid, locations=[(where, 0)], auto_comments=comments, context=context)

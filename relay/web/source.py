@@ -114,7 +114,13 @@ def _page(request: web.Request, template: str, status: int = 200, **values: obje
 
 def _error_page(request: web.Request, status: int, message: str) -> web.Response:
     if request.path == "/uploads" or request.path.startswith("/uploads/"):
-        return tus.error(status, message)  # machine clients: plain text, tus headers
+        response = tus.error(status, message)  # machine clients: plain text, tus headers
+        if request.method == "PATCH":
+            # Refused before its body was read (a stale offset, say): closing the
+            # connection stops the client sending the rest of the body for nothing. A
+            # browser resends a PATCH by itself on a fresh connection after a reset.
+            response.force_close()
+        return response
     return _page(request, "error.html", status=status, message=message)
 
 

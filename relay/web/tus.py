@@ -21,6 +21,12 @@ Rules:
   says about the file (its name, its type) is kept;
 - the offset a client sends must be the one the server has (409 otherwise), one PATCH at
   a time per upload, and never past the declared length;
+- a HEAD or PATCH for an upload whose PATCH is still reading means the client gave up on
+  that connection (a circuit that went silent, which the relay cannot tell from a slow
+  one): after a short grace the old PATCH is cut, keeps what arrived, and the new request
+  answers from there. Answering 409 instead would block the upload for as long as the
+  dead connection stays open, and a browser sends each refused PATCH's body before it
+  reads the refusal;
 - an upload created with metadata `held` = "1" (the source page's script) is not a drop
   by itself: once complete it waits, sealed to the staging key and expiring like any
   upload, until the page's form names it (`upload` fields of POST /submit, which claims
@@ -67,6 +73,11 @@ MAX_UPLOADS = 1000  # in flight at once, all sources together: bounds RAM and di
 MAX_METADATA = 4096
 READ_SIZE = 1 << 20
 MAX_USED = 10_000  # ids of consumed held uploads remembered, to say "already sent"
+# A new request first lets the old PATCH finish on its own (a connection that closed
+# cleanly ends as soon as its last bytes are read: cutting it would drop them), then cuts
+# it, and waits for it to let go (it only has to notice).
+GRACE_SECONDS = 2.0
+TAKEOVER_SECONDS = 10.0
 
 
 @dataclass
@@ -82,6 +93,8 @@ class Upload:
     # A held upload: the session cookie that created it (RAM only, like the sessions).
     owner: str | None = None
     claimed: bool = False  # named by a form being stored right now
+    # The PATCH reading into this upload now, if any: a newer request cuts it.
+    receiving: web.Request | None = None
 
     @property
     def held(self) -> bool:
@@ -269,10 +282,32 @@ async def create(request: web.Request) -> web.Response:
     )
 
 
+async def _take_over(upload: Upload) -> None:
+    """Acquires the upload's lock. If a PATCH is still reading into it, waits a moment for
+    it to end by itself, then cuts its connection (what it wrote stays). Raises Conflict if
+    the lock is held by other work (a completing upload) or is not let go in time."""
+    old = upload.receiving
+    if upload.lock.locked() and old is None:
+        raise Conflict("this upload is already receiving data")
+    for cut, seconds in ((False, GRACE_SECONDS), (True, TAKEOVER_SECONDS)):
+        if cut and old is not None and old.transport is not None:
+            old.transport.abort()
+        try:
+            async with asyncio.timeout(seconds):
+                await upload.lock.acquire()
+            return
+        except TimeoutError:
+            pass
+    raise Conflict("this upload is already receiving data")
+
+
 async def status(request: web.Request) -> web.Response:
     _check_version(request)
     upload = request.app[UPLOADS].get(request.match_info["upload_id"], time.time())
     _visible(request, upload)
+    if upload.receiving is not None:  # the client asks where to resume: it gave up on it
+        await _take_over(upload)
+        upload.lock.release()
     return web.Response(
         status=200,
         headers=_headers(
@@ -297,11 +332,11 @@ async def append(request: web.Request) -> web.Response:
         claimed = int(request.headers["Upload-Offset"])
     except (KeyError, ValueError):
         raise ClientError("Upload-Offset is required") from None
-    if upload.lock.locked():
-        raise Conflict("this upload is already receiving data")
-    async with upload.lock:
+    await _take_over(upload)
+    try:
         if claimed != upload.offset:
             raise Conflict(f"the upload is at offset {upload.offset}")
+        upload.receiving = request
         try:
             while chunk := await request.content.read(READ_SIZE):
                 if upload.offset + len(chunk) > upload.length:
@@ -316,10 +351,14 @@ async def append(request: web.Request) -> web.Response:
         except (ConnectionResetError, asyncio.IncompleteReadError):
             # The circuit dropped: what arrived is kept, the client resumes from HEAD.
             pass
+        finally:
+            upload.receiving = None
         if upload.offset == upload.length and upload.held:
             upload.staged.close()  # complete; it waits for the form that names it
         elif upload.offset == upload.length:
             await _complete(request, upload_id, upload)
+    finally:
+        upload.lock.release()
     return web.Response(
         status=204,
         headers=_headers(

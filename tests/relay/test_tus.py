@@ -485,3 +485,45 @@ def test_held_uploads_in_memory(tmp_path: Path) -> None:
     assert uploads.claim(uploads.add(unfinished), "new-cookie", 0) is tus.Unclaimable.UNFINISHED
     uploads.expire(1000.0)  # not claimed: expired, and its staged file removed
     assert len(uploads) == 0 and not unfinished.staged.path.exists()
+
+
+async def test_a_silent_connection_does_not_block_the_resume(
+    setup: tuple[RelayProcess, Member, Path],
+) -> None:
+    """A PATCH whose connection went silent (no more bytes, never closed: a dead circuit)
+    still holds the upload. The client's HEAD and PATCH on a new connection take over: the
+    silent one is cut, what it brought is kept, and the upload completes from there."""
+    relay, member, data = setup
+    await ack_all(relay, member)
+    payload = os.urandom(2 * 1024 * 1024 + 5)
+    location = await create(relay, len(payload))
+    head = (
+        f"PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+        f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.source_port)
+    try:
+        writer.write(head + payload[:700_000])  # then nothing more, and no close
+        await writer.drain()
+        for _ in range(100):  # the relay has read what came (it is still "receiving")
+            status, answer, _ = await call(relay, "HEAD", location, TUS)
+            if status == 200 and int(answer["Upload-Offset"]) == 700_000:
+                break
+            await asyncio.sleep(0.05)
+        assert int(answer["Upload-Offset"]) == 700_000
+        patch = {
+            **TUS,
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "700000",
+        }
+        async with aiohttp.ClientSession() as session:
+            rest = io.BytesIO(payload[700_000:])
+            async with session.patch(relay.source_url + location, headers=patch, data=rest) as r:
+                assert r.status == 204, await r.text()
+        assert await reader.read() == b""  # the silent connection was cut, not answered
+    finally:
+        writer.close()
+    (drop,) = await waiting_drops(relay, member)
+    assert opened_item(data, str(drop["id"]), member) == payload
+    await ack_all(relay, member)
