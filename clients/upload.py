@@ -70,6 +70,11 @@ def encode_metadata(metadata: Mapping[str, str]) -> str:
     )
 
 
+# The relay's own header on HEAD of a finished upload (relay/web/tus.py): "stored", or
+# "refused" with the reason in Amanah-Reason. A relay without it forgets finished uploads.
+OUTCOME_HEADER = "Amanah-Outcome"
+
+
 async def _reason(response: aiohttp.ClientResponse) -> str:
     text = (await response.text(errors="replace")).strip()
     return text.splitlines()[0][:300] if text else ""
@@ -103,8 +108,15 @@ class Uploader:
         return url
 
     async def offset(self, url: str) -> int:
-        """How much of the upload the relay has. Raises Gone, Refused."""
+        """How much of the upload the relay has. Raises Gone, Refused, or _Stored when the
+        relay already stored the drop (its answer to the last PATCH was lost)."""
         async with self.session.head(url, headers=TUS) as response:
+            outcome = response.headers.get(OUTCOME_HEADER)
+            if response.status == 410 and outcome == "refused":
+                raise Refused(409, response.headers.get("Amanah-Reason", ""))
+            if response.status == 200 and outcome == "stored":
+                self.on_offset(url, int(response.headers.get("Upload-Offset", "-1")))
+                raise _Stored()
             if response.status in (404, 410):
                 raise Gone()
             if response.status != 200:
@@ -164,7 +176,10 @@ class Uploader:
         reached_end = False  # every byte went out (or the relay had them all)
         while True:
             try:
-                offset = await self.offset(url)
+                try:
+                    offset = await self.offset(url)
+                except _Stored:
+                    return
                 if offset > best:
                     best, stalled_since, pause = offset, time.monotonic(), FIRST_PAUSE
                 if offset == length:
@@ -209,6 +224,10 @@ class Uploader:
                 "has the upload: it was most likely stored, but its answer was lost",
                 "to be sure, send the drop again (the contacts may then get it twice)",
             )
+
+
+class _Stored(Exception):
+    """The relay remembers storing this upload's drop."""
 
 
 class _Busy(Exception):

@@ -73,6 +73,11 @@ MAX_UPLOADS = 1000  # in flight at once, all sources together: bounds RAM and di
 MAX_METADATA = 4096
 READ_SIZE = 1 << 20
 MAX_USED = 10_000  # ids of consumed held uploads remembered, to say "already sent"
+# How a finished upload ended, kept after the upload itself is gone so that a client whose
+# connection broke with the last byte can still learn it (HEAD): `Amanah-Outcome: stored`
+# with the full offset, or `refused` with 410 and the reason. Ids only, RAM only.
+OUTCOME_HEADER = "Amanah-Outcome"
+MAX_OUTCOMES = 10_000
 # A new request first lets the old PATCH finish on its own (a connection that closed
 # cleanly ends as soon as its last bytes are read: cutting it would drop them), then cuts
 # it, and waits for it to let go (it only has to notice).
@@ -109,12 +114,35 @@ class Unclaimable(enum.Enum):
     UNFINISHED = "still receiving bytes"
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a finished upload ended: stored (refusal None) or refused, and until when
+    this is remembered."""
+
+    length: int
+    refusal: str | None
+    expires_at: float
+
+
 class Uploads:
     """The uploads in flight, in this process's memory only."""
 
     def __init__(self) -> None:
         self._uploads: dict[str, Upload] = {}
         self._used: dict[str, None] = {}  # consumed held uploads, oldest first
+        self._outcomes: dict[str, Outcome] = {}  # oldest first
+
+    def finished(self, upload_id: str, length: int, refusal: str | None) -> None:
+        self._outcomes[upload_id] = Outcome(length, refusal, time.time() + UPLOAD_SECONDS)
+        while len(self._outcomes) > MAX_OUTCOMES:
+            self._outcomes.pop(next(iter(self._outcomes)))
+
+    def outcome(self, upload_id: str, now: float) -> Outcome | None:
+        outcome = self._outcomes.get(upload_id)
+        if outcome is not None and outcome.expires_at < now:
+            del self._outcomes[upload_id]
+            return None
+        return outcome
 
     def add(self, upload: Upload) -> str:
         upload_id = secrets.token_hex(16)
@@ -303,6 +331,9 @@ async def _take_over(upload: Upload) -> None:
 
 async def status(request: web.Request) -> web.Response:
     _check_version(request)
+    outcome = request.app[UPLOADS].outcome(request.match_info["upload_id"], time.time())
+    if outcome is not None:
+        return _finished(outcome)
     upload = request.app[UPLOADS].get(request.match_info["upload_id"], time.time())
     _visible(request, upload)
     if upload.receiving is not None:  # the client asks where to resume: it gave up on it
@@ -319,6 +350,23 @@ async def status(request: web.Request) -> web.Response:
             }
         ),
     )
+
+
+def _finished(outcome: Outcome) -> web.Response:
+    """HEAD of an upload that is no longer in flight: how it ended. (A HEAD answer has no
+    body, so a refusal's reason travels in a header; the reasons are the relay's own
+    fixed sentences, nothing of the upload's.)"""
+    expires = formatdate(outcome.expires_at, usegmt=True)
+    if outcome.refusal is None:
+        headers = {
+            "Upload-Offset": str(outcome.length),
+            "Upload-Length": str(outcome.length),
+            OUTCOME_HEADER: "stored",
+        }
+        return web.Response(status=200, headers=_headers(**headers, **{"Upload-Expires": expires}))
+    reason = outcome.refusal.encode("ascii", "replace").decode("ascii").replace("\n", " ")
+    headers = {OUTCOME_HEADER: "refused", "Amanah-Reason": reason[:500]}
+    return web.Response(status=410, headers=_headers(**headers))
 
 
 async def append(request: web.Request) -> web.Response:
@@ -373,36 +421,42 @@ async def _complete(request: web.Request, upload_id: str, upload: Upload) -> Non
     context: RelayContext = request.app[CONTEXT]
     uploads = request.app[UPLOADS]
     try:
-        upload.staged.close()
-        if on_device.is_sealed(upload.metadata):  # stored as it came (relay/sealed.py)
-            await on_device.complete(context, upload.staged, on_device.parse(upload.metadata))
-            return
-        routing = ingest.route(await context.store.list_contacts(), list(upload.contacts))
-        drop_id = ingest.new_drop_id()
-        created = ingest.hour(int(time.time()))
-        async with context.sealing:
-            sealed = await asyncio.to_thread(
-                ingest.seal_drop,
-                context.config.blobs,
-                drop_id,
-                created,
-                None,
-                [upload.staged],
-                routing,
-                context.sanitizer,
-                None,
-            )
-        try:
-            await context.store.add_drop(
-                ingest.drop_record(drop_id, None, created, sealed, routing)
-            )
-        except BaseException:
-            await asyncio.to_thread(
-                blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id)
-            )
-            raise
+        await _store(context, upload)
+    except RelayError as refused:
+        uploads.finished(upload_id, upload.length, str(refused))
+        raise
+    else:
+        uploads.finished(upload_id, upload.length, None)
     finally:
         uploads.remove(upload_id)
+
+
+async def _store(context: RelayContext, upload: Upload) -> None:
+    """The finished upload stored as a drop. Raises RelayError when it is refused."""
+    upload.staged.close()
+    if on_device.is_sealed(upload.metadata):  # stored as it came (relay/sealed.py)
+        await on_device.complete(context, upload.staged, on_device.parse(upload.metadata))
+        return
+    routing = ingest.route(await context.store.list_contacts(), list(upload.contacts))
+    drop_id = ingest.new_drop_id()
+    created = ingest.hour(int(time.time()))
+    async with context.sealing:
+        sealed = await asyncio.to_thread(
+            ingest.seal_drop,
+            context.config.blobs,
+            drop_id,
+            created,
+            None,
+            [upload.staged],
+            routing,
+            context.sanitizer,
+            None,
+        )
+    try:
+        await context.store.add_drop(ingest.drop_record(drop_id, None, created, sealed, routing))
+    except BaseException:
+        await asyncio.to_thread(blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id))
+        raise
 
 
 async def terminate(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import tarfile
@@ -188,7 +189,10 @@ class Proxy:
     - `budget`: after that many upstream bytes in all, refuse (close at once) every new
       connection, and close the ones open;
     - `stall_after`: after that many upstream bytes in all, stop forwarding (hold the
-      connections open, as a circuit that hangs).
+      connections open, as a circuit that hangs);
+    - `lose_final_answer`: the relay's answer to the PATCH that completes an upload (its
+      `Upload-Offset` equals the `Upload-Length` a client announced) is not passed on:
+      the connection closes instead, once; the relay has the whole upload.
 
     `upstream` counts the bytes forwarded towards the target."""
 
@@ -197,6 +201,9 @@ class Proxy:
         self.cut_every: int | None = None
         self.budget: int | None = None
         self.stall_after: int | None = None
+        self.lose_final_answer = False
+        self.lost_answers = 0
+        self._lengths: set[bytes] = set()  # Upload-Length values seen going upstream
         self.upstream = 0
         self.connections = 0
         self.carried: list[int] = []  # upstream bytes of each connection, once closed
@@ -252,6 +259,10 @@ class Proxy:
         try:
             while data := src.recv(65536):
                 if up:
+                    self._lengths.update(re.findall(rb"Upload-Length: (\d+)\r\n", data))
+                elif self._final_answer(data):
+                    break
+                if up:
                     admitted = self._admit(data, sent_here)
                     if admitted is None:
                         break
@@ -268,6 +279,17 @@ class Proxy:
             if up:
                 with self._lock:
                     self.carried.append(sent_here)
+
+    def _final_answer(self, data: bytes) -> bool:
+        """True (once, when asked to lose it) for the answer that completes an upload."""
+        if not self.lose_final_answer or not data.startswith(b"HTTP/1.1 204"):
+            return False
+        offset = re.search(rb"Upload-Offset: (\d+)\r\n", data)
+        if offset is None or offset.group(1) not in self._lengths:
+            return False
+        self.lose_final_answer = False
+        self.lost_answers += 1
+        return True
 
     def _admit(self, data: bytes, sent_here: int) -> bytes | None:
         """What of `data` may go upstream now (None: close the connection). Blocks while

@@ -73,6 +73,25 @@ async def test_connections_cut_every_mib_within_one_run(
     assert (out / drop["id"] / "message.txt").read_text() == MESSAGE
 
 
+async def test_an_answer_lost_with_the_last_byte_is_asked_for_again(
+    setup: Setup, proxy: Proxy, picture: Path, tmp_path: Path
+) -> None:
+    """The relay stored the drop but its answer never came back: the client asks HEAD,
+    learns the drop was stored (the relay remembers the outcome), and says so."""
+    await ack_all(setup.relay, setup.alice)
+    proxy.lose_final_answer = True
+    done = run_drop(
+        "send", "--relay", proxy.url, "--to", "the-daily", "-m", MESSAGE, picture,
+        state=tmp_path / "s",
+    )  # fmt: skip
+    assert proxy.lost_answers == 1
+    assert done.returncode == 0, done.stderr
+    assert "most likely stored" not in done.stderr
+    assert pending(tmp_path / "s") == []
+    assert len(await listing(setup.relay, setup.alice)) == 1  # stored once
+    await ack_all(setup.relay, setup.alice)
+
+
 async def test_a_run_that_gives_up_is_carried_on_by_the_next(
     setup: Setup, proxy: Proxy, picture: Path, tmp_path: Path
 ) -> None:

@@ -527,3 +527,39 @@ async def test_a_silent_connection_does_not_block_the_resume(
     (drop,) = await waiting_drops(relay, member)
     assert opened_item(data, str(drop["id"]), member) == payload
     await ack_all(relay, member)
+
+
+async def test_head_after_the_last_byte_says_how_the_upload_ended(
+    setup: tuple[RelayProcess, Member, Path],
+) -> None:
+    """A client whose connection broke with the last byte asks HEAD: the relay remembers
+    whether it stored the drop or refused it (it no longer has the upload itself)."""
+    relay, member, _ = setup
+    await ack_all(relay, member)
+    patch = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    payload = os.urandom(4096)
+    location = await create(relay, len(payload))
+    assert (await call(relay, "PATCH", location, patch, payload))[0] == 204
+    status, answer, _ = await call(relay, "HEAD", location, TUS)
+    assert status == 200, answer
+    assert answer["Amanah-Outcome"] == "stored"
+    assert answer["Upload-Offset"] == answer["Upload-Length"] == str(len(payload))
+    assert len(await waiting_drops(relay, member)) == 1
+    # Nothing more can be appended to it, and it was stored once.
+    assert (await call(relay, "PATCH", location, {**patch, "Upload-Offset": "4096"}, b"x"))[
+        0
+    ] == 404
+    assert len(await waiting_drops(relay, member)) == 1
+
+    # A JPEG that does not parse: refused by the sanitizer when the last byte is in.
+    broken = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    broken += os.urandom(2048)
+    location = await create(relay, len(broken))
+    status, _, text = await call(relay, "PATCH", location, patch, broken)
+    assert status == 400 and "file 1" in text
+    status, answer, _ = await call(relay, "HEAD", location, TUS)
+    assert status == 410
+    assert answer["Amanah-Outcome"] == "refused"
+    assert "file 1" in answer["Amanah-Reason"]
+    assert len(await waiting_drops(relay, member)) == 1  # the stored drop is untouched
+    await ack_all(relay, member)
