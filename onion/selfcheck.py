@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -193,9 +194,15 @@ class SelfChecker:
         return None, await self.socks()
 
     async def _fetch(self, address: str, socks: tuple[str, int]) -> str | None:
-        """None if the source page answered 200 through tor, else why not, in tor's terms."""
+        """None if the source page answered 200 through tor, else why not, in tor's terms.
+        Each check uses new SOCKS credentials, so tor gives it new circuits
+        (IsolateSOCKSAuth): an old rendezvous circuit would hide lost introduction points.
+        tor's cached descriptor may still serve; it expires within hours."""
         host, port = socks
-        connector = ProxyConnector.from_url(f"socks5://{host}:{port}", rdns=True)
+        isolation = secrets.token_hex(8)
+        connector = ProxyConnector.from_url(
+            f"socks5://check-{isolation}:{isolation}@{host}:{port}", rdns=True
+        )
         try:
             async with aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)

@@ -134,17 +134,23 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         network.close()
 
 
+def diagnosis(world: World) -> str:
+    """The logs that say why an onion address did not answer: the network's tors, the
+    relay's, and the relay's tor."""
+    relay_tor = (world.data / "tor" / "tor.log").read_text().splitlines()
+    return (
+        f"{world.network.logs()}\n--- relay\n{world.log.read_text()[-4000:]}\n--- relay tor\n"
+        + "\n".join(line for line in relay_tor if "No available nodes" not in line)[-3000:]
+    )
+
+
 def _wait_until_reachable(world: World) -> None:
     network = world.network
     deadline = network.started_at + REACH_TIMEOUT
     try:
         page = asyncio.run(get_through_tor(world.socks, world.source_url, deadline))
     except AssertionError as exc:
-        relay_tor = (world.data / "tor" / "tor.log").read_text().splitlines()
-        raise AssertionError(
-            f"{exc}\n{network.logs()}\n--- relay\n{world.log.read_text()}\n"
-            + "\n".join(line for line in relay_tor if "No available nodes" not in line)[-3000:]
-        ) from None
+        raise AssertionError(f"{exc}\n{diagnosis(world)}") from None
     assert "csrf" in page
     reached = time.monotonic() - network.started_at
     rss = network.rss_mib() + rss_mib(int((world.data / "tor" / "tor.pid").read_text()))
@@ -369,8 +375,13 @@ def test_a_key_rotation_overlaps_then_withdraws_the_old_addresses(world: World) 
     assert time.monotonic() - rotated_at < OVERLAP, "the old addresses were checked too late"
 
     # The new addresses work: the pages, and the journalist API with Alice's key.
-    deadline = time.monotonic() + 120
-    assert "csrf" in asyncio.run(get_through_tor(world.socks, new_source, deadline))
+    deadline = time.monotonic() + 180
+    try:
+        page = asyncio.run(get_through_tor(world.socks, new_source, deadline))
+    except AssertionError as exc:
+        onion = json.dumps(status_of(world.data)["onion"], indent=1)
+        raise AssertionError(f"{exc}\n{onion}\n{diagnosis(world)}") from None
+    assert "csrf" in page
     fetched = inbox_fetch(
         world, new_journalist, world.alice.identity_file, world.tmp / "alice-new",
         world.alice_auth, 120,
