@@ -16,9 +16,12 @@ Rules:
   is written for the source); it is never passed on as if it had been cleaned. An operator
   may choose to forward unsupported types unstripped, and the report then says so.
 
-Modules: `sandbox` (the parent side: memfds, bubblewrap, timeout), `worker` (the child:
-limits, dispatch, checking the result), `jpeg` and `chunks` (byte-wise rebuilds), `images`
-(Pillow), `media` (ffmpeg), `errors`. `Stripping` is the sanitizer the relay and
+Modules: `sandbox` (the parent side: memfds or the channel, bubblewrap, timeout), `worker`
+(the child: limits, dispatch, checking the result), `channel` (the relay serving a streamed
+video's bytes to the worker and taking its result), `jpeg` and `chunks` (byte-wise
+rebuilds), `images` (Pillow), `media` (the ffmpeg CLI: audio, AVI), `video` (PyAV: the
+other videos, streamed), `nal` (H.264/HEVC units), `gate` (the last search for tag values),
+`errors`. `Stripping` is the sanitizer the relay and
 `amanah-drop strip` use; `Unstripped` passes bytes through and says so.
 """
 

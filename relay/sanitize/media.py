@@ -1,10 +1,13 @@
-"""Audio and video through the ffmpeg CLI: remux without re-encoding (FLAC excepted),
+"""Audio and AVI video through the ffmpeg CLI: remux without re-encoding (FLAC excepted),
 keeping only the audio and video streams, and dropping every tag, chapter and encoder string.
 
-Why the CLI and not PyAV: Debian's ffmpeg is the one the tests and the notes measured
-(the same remux took the same time and memory in both), it runs as its own process that
-the sandbox's limits already cover, and a crash in a demuxer kills that process and not
-the worker that reports it. PyAV would add a second FFmpeg build to audit.
+Why the CLI here, and PyAV for the other videos (video.py): audio files are small (an hour
+of AAC is ~60 MB), so the memfd the CLI reads from costs little, and the CLI path has the
+MP3 and FLAC steps it needs (mutagen first, a FLAC re-encode); Debian's ffmpeg runs as its
+own process under the worker's limits, and a crash in a demuxer kills that process, not
+the worker that reports it. AVI stays here because its muxer seeks back to finish its
+header: it cannot be written forward only, so it cannot stream (and is held in RAM twice,
+input and result, like audio).
 
 Rules (measured in notes/metadata.md):
 - the demuxer is forced from the type libmagic found and only the `file` protocol is
@@ -32,6 +35,8 @@ import subprocess  # noqa: S404 - the worker runs ffmpeg, with fixed arguments
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
+
+from . import gate
 
 # (forced demuxer, muxer, MIME type of the result, audio-only)
 FORMATS: dict[str, tuple[str, str, str, bool]] = {
@@ -210,67 +215,12 @@ def strip_mp3_tags(file: BinaryIO) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-_WINDOW = 1 << 20
-# What the muxers themselves write under +bitexact: finding these in a result says nothing.
-_MUXER_VALUES = {"videohandler", "soundhandler", "datahandler", "lavf", "lavc"}
-
-
 def tag_values(document: dict[str, Any]) -> set[str]:
-    """String values of the input's tags worth searching for in the result: 6+ characters,
-    not numbers, not the structural brand fields."""
-    structural = {"major_brand", "minor_version", "compatible_brands", "language", "vendor_id"}
-    structural |= {"DURATION", "duration"}  # Matroska's per-track duration, rewritten by us
+    """The values the last gate searches for (gate.tag_values), from an ffprobe document."""
     tag_sets = [document.get("format", {}).get("tags", {})]
     tag_sets += [stream.get("tags", {}) for stream in document.get("streams", [])]
-    values = set()
-    for tags in tag_sets:
-        for key, value in tags.items():
-            text = str(value).strip()
-            if key in structural or text.lower() in _MUXER_VALUES:
-                continue
-            if len(text) >= 6 and not text.replace(".", "").isdigit():
-                values.add(text)
-    return values
-
-
-def search_patterns(values: set[str]) -> set[bytes]:
-    """The byte strings `leaked` looks for: UTF-8, and UTF-16 in both byte orders, each
-    lowered as bytes (ASCII letters only), exactly as the windows it searches are. (Lowering
-    the text before encoding it missed UTF-16 Arabic or CJK values, whose code units hold
-    bytes in A-Z, and upper-case non-ASCII values.) For text whose characters are all below
-    U+0100 the big-endian form is a zero byte and then the little-endian form minus its
-    last (zero) byte, so that shorter string finds both orders with one search. The scan
-    costs ~0.1 s per pattern on 500 MB: measured on a 500 MB MP4 with 10 values, 30
-    patterns took 2.8 s and these 20 took 2.1 s."""
-    patterns = set()
-    for value in values:
-        patterns.add(value.encode("utf-8").lower())
-        if all(ord(c) < 0x100 for c in value):
-            patterns.add(value.encode("utf-16-le").lower()[:-1])
-        else:
-            patterns |= {value.encode("utf-16-le").lower(), value.encode("utf-16-be").lower()}
-    return patterns
-
-
-def leaked(path: str, values: set[str]) -> bool:
-    """Whether any value occurs in the file (UTF-8 or UTF-16): the last gate before a result
-    is accepted, for metadata that hides in the bitstream itself (an AAC encoder's string in
-    a data element, which no remux removes)."""
-    patterns = search_patterns(values)
-    if not patterns:
-        return False
-    # Case-insensitive (the tag says "FAAC 1.24", the stream "libfaac 1.24"), read in 1 MiB
-    # windows that overlap by the longest pattern: measured, an mmap with a regular
-    # expression took 12 s and 218 MiB on a 200 MB video; this keeps memory flat.
-    overlap = max(len(p) for p in patterns) - 1
-    tail = b""
-    with open(path, "rb") as file:
-        while block := file.read(_WINDOW):
-            window = tail + block.lower()
-            if any(p in window for p in patterns):
-                return True
-            tail = window[-overlap:] if overlap else b""
-    return False
+    tag_sets += [chapter.get("tags", {}) for chapter in document.get("chapters", [])]
+    return gate.tag_values(tag_sets)
 
 
 def audio_only_formats(formats: tuple[str, str, str, bool]) -> tuple[str, str, str, bool]:

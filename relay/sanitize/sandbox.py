@@ -1,8 +1,10 @@
 """The parent side of stripping: one sandboxed worker process per file.
 
 Rules:
-- plaintext never gets a disk path: the input is copied into an anonymous in-memory file
-  (memfd) and the worker writes its result into another; both die with their descriptors;
+- plaintext never gets a disk path: a video (worker.STREAMED) is served to the worker on
+  request over a socket and its result comes back the same way as it is written (see
+  channel.py); any other input is copied into an anonymous in-memory file (memfd) and the
+  worker writes its result into another; both die with their descriptors;
 - the worker runs under bubblewrap when `bwrap` is installed: no network (all namespaces
   unshared), read-only system and Python directories, an empty /tmp, no capabilities, a
   cleared environment, killed with its parent; and always in its own session (process
@@ -18,18 +20,21 @@ host cannot run a worker at all (no memfd, no Python), which is the operator's p
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess  # noqa: S404 - the worker is our own program, run with fixed arguments
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from . import media, worker
+from . import channel, media, worker
 from .errors import Refused, WorkerFailed, refusal
 
 COPY_SIZE = 1 << 20
@@ -100,29 +105,17 @@ def bwrap_prefix() -> list[str]:
     return command
 
 
-# Memory, measured (bench/sanitize.py; a 200 MB H.264/AAC MP4, its index at the end as
-# phones write it; every process of the tree polled every 3 ms):
-# - no process is large: the worker's Python 24 MiB, ffprobe 53, the remux 53, the decode
-#   check 71 (VmHWM; 40 of each ffmpeg's is shared libraries), at most 119 MiB summed over
-#   the processes alive at one instant, the same at 100 and 500 MB;
-# - the size-proportional memory is the two memfds, which no RSS shows (their pages are
-#   shmem, mapped by nobody): the input (190 MiB) and the result (190 MiB), 379 MiB
-#   together from the end of the remux until the worker exited; 498 MiB in all at the peak,
-#   1066 MiB for a 500 MB file. A Python copy of the file, pipes or mmaps were not it.
-# Done: the worker empties the input memfd as soon as nothing reads it again
-# (worker.release_input): after the remux the result is checked for ~1.6 s (200 MB) with
-# only the result held, so two concurrent jobs rarely hold four copies. The peak (input and
-# result, at the end of the remux) is still twice the file.
-# Why not less, here: ffmpeg must seek in an MP4 whose index is at its end, so the CLI
-# needs the plaintext in a seekable file (memfd or tmpfs: the same RAM); the MP4 muxer
-# needs a seekable output (it patches the mdat size, and +faststart moves the index) and
-# the checks read the result again. The flat design, for when PyAV (or a custom AVIO) is
-# a dependency: the worker demuxes from a file object that asks the parent for
-# (offset, length) over a socketpair, served from the sealed staging file
-# (staging.SealedReader, 64 KiB chunks), and muxes into a file object backed by the
-# parent's encrypted spill file (ChaCha20 at an offset, key in RAM only), which the checks
-# read back the same way: RAM then flat (~60 MiB per job, notes/performance.md: PyAV remux
-# measures like the CLI), plaintext still never on a disk path.
+# Memory, measured (bench/sanitize.py and tests/sanitize/test_memory.py; H.264/AAC MP4s,
+# their index at the end as phones write it; every process of the tree polled every 3 ms,
+# memfds counted, since their pages show in no process's RSS):
+# - videos other than AVI stream (channel.py, video.py): nothing in proportion to the file
+#   is held; 126 MiB in all (amanah-drop strip, its worker and bubblewrap) at 100 MB and at
+#   500 MB; 112 MiB for the relay's own path (staging, the sealed reader, the worker, the
+#   sealing writer) on a 408 MB video;
+# - audio, AVI and pictures take the memfd path: the input and the result are each held
+#   whole in memory (a 200 MB MP4 held 498 MiB at its peak that way, 1066 MiB at 500 MB,
+#   before videos streamed). The worker empties the input memfd as soon as nothing reads
+#   it again (worker.release_input), so the checks after the remux hold the result only.
 
 
 def _fill_memfd(src: BinaryIO) -> tuple[int, str, int]:
@@ -167,45 +160,85 @@ class Sandboxed:
         return bool(self._prefix)
 
     def strip(self, mime: str, src: BinaryIO, dst: BinaryIO) -> Outcome:
-        """Cleans `src` (seekable) of type `mime` into `dst`. Raises Refused."""
+        """Cleans `src` (seekable) of type `mime` into `dst`. Raises Refused; then `dst`
+        may hold part of a result, which the caller discards. Raises whatever `src` and
+        `dst` raise (a staging file that does not decrypt, a full disk)."""
         if mime not in SUPPORTED:
             raise refusal("unsupported")
+        if mime in worker.STREAMED:
+            return self._strip_streamed(mime, src, dst)
         in_fd, original_sha256, size = _fill_memfd(src)
         out_fd = os.memfd_create("out", 0)
         try:
             os.lseek(in_fd, 0, os.SEEK_SET)
             limit = size * OUTPUT_FACTOR + OUTPUT_SLACK
-            timeout = self._timeout_base + TIMEOUT_PER_MB * size / 1e6
-            answer = self._run(in_fd, out_fd, [mime, str(limit)], timeout)
-            if not answer.get("ok"):
-                raise refusal(str(answer.get("reason")))
-            out_mime, removed = answer.get("mime"), answer.get("removed")
-            if not isinstance(out_mime, str) or not isinstance(removed, list):
-                raise refusal("worker-failed")
+            args = ["files", str(in_fd), str(out_fd), mime, str(limit)]
+            answer = self._run(args, (in_fd, out_fd), self._deadline(size), None)
+            out_mime, removed = _accepted(answer)
             _copy_out(out_fd, dst)
         finally:
             os.close(in_fd)
             os.close(out_fd)
-        return Outcome(out_mime, tuple(str(r) for r in removed), original_sha256, size)
+        return Outcome(out_mime, removed, original_sha256, size)
+
+    def _strip_streamed(self, mime: str, src: BinaryIO, dst: BinaryIO) -> Outcome:
+        """A video: the worker reads `src` and sends its result over two socket pairs
+        (channel.py), so neither the input nor the result is ever held whole in memory."""
+        size = src.seek(0, io.SEEK_END)
+        limit = size * OUTPUT_FACTOR + OUTPUT_SLACK
+        deadline = self._deadline(size)
+        requests, their_requests = socket.socketpair()
+        results, their_results = socket.socketpair()
+        theirs = (their_requests, their_results)
+        served: list[tuple[str, int]] = []
+
+        def serve() -> None:
+            served.append(channel.serve(requests, results, src, size, dst, deadline, limit))
+
+        try:
+            fds = tuple(s.fileno() for s in theirs)
+            args = ["stream", *map(str, fds), mime, str(limit), str(size)]
+            answer = self._run(args, fds, deadline, serve, theirs)
+        finally:
+            for link in (requests, results, *theirs):
+                link.close()
+        out_mime, removed = _accepted(answer)
+        if not served or served[0][1] == 0:
+            raise refusal("worker-failed")
+        return Outcome(out_mime, removed, served[0][0], size)
+
+    def _deadline(self, size: int) -> float:
+        return time.monotonic() + self._timeout_base + TIMEOUT_PER_MB * size / 1e6
 
     def _run(
-        self, in_fd: int, out_fd: int, args: Sequence[str], timeout: float
+        self,
+        args: Sequence[str],
+        fds: Sequence[int],
+        deadline: float,
+        serve: Callable[[], None] | None,
+        links: Sequence[socket.socket] = (),
     ) -> dict[str, object]:
-        # The memfds keep their numbers in the worker (pass_fds); bwrap passes them on.
-        fds = [str(in_fd), str(out_fd)]
-        command = [*self._prefix, sys.executable, "-I", "-c", _BOOT, _package_root(), *fds, *args]
+        """Runs one worker with `args`, `fds` open in it, until `deadline`; `serve` (if
+        any) runs meanwhile, until the worker closes its ends of `links`."""
+        command = [*self._prefix, sys.executable, "-I", "-c", _BOOT, _package_root(), *args]
         with subprocess.Popen(  # noqa: S603 - fixed arguments, our own worker
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(in_fd, out_fd),
+            # Read and thrown away, or to nowhere when the relay is busy serving: it may
+            # quote metadata, and a full pipe would stop a worker that writes to it.
+            stderr=subprocess.DEVNULL if serve else subprocess.PIPE,
+            pass_fds=tuple(fds),
             start_new_session=True,
             env={"PATH": "/usr/bin:/bin"},
         ) as process:  # closes the pipes whatever happens
             try:
-                stdout, _ = process.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
+                for link in links:
+                    link.close()  # the worker's ends live in the worker only
+                if serve is not None:
+                    _serve_worker(serve)
+                stdout, _ = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except (subprocess.TimeoutExpired, TimeoutError, channel.OutputTooLarge):
                 _kill_group(process)
                 process.communicate()
                 raise refusal("too-demanding") from None
@@ -220,6 +253,27 @@ class Sandboxed:
         if not isinstance(answer, dict):
             raise refusal("worker-failed")
         return answer
+
+
+def _serve_worker(serve: Callable[[], None]) -> None:
+    """Serves the worker; a broken link means the worker stopped, and its answer (or its
+    exit status) says why. Raises refusals for a worker that breaks the protocol."""
+    try:
+        serve()
+    except ConnectionError:
+        pass
+    except channel.ProtocolError:
+        raise refusal("worker-failed") from None
+
+
+def _accepted(answer: dict[str, object]) -> tuple[str, tuple[str, ...]]:
+    """The MIME type and removed names of a worker's "ok" answer. Raises Refused."""
+    if not answer.get("ok"):
+        raise refusal(str(answer.get("reason")))
+    out_mime, removed = answer.get("mime"), answer.get("removed")
+    if not isinstance(out_mime, str) or not isinstance(removed, list):
+        raise refusal("worker-failed")
+    return out_mime, tuple(str(r) for r in removed)
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -1,12 +1,19 @@
 """The sandboxed worker: one process per file, started by `sandbox.py`, never imported by
 the relay's own process for anything but its constants.
 
-Protocol: argv holds the descriptor of the input (an anonymous in-memory file, memfd), that
-of the empty output memfd, the MIME type and the output size limit. The worker
-writes one JSON object on standard output:
+Protocol: argv holds the mode and its descriptors, then the MIME type and the output size
+limit:
 
-    {"ok": true, "mime": "...", "removed": [...], "note": "..."}   the output is on fd 4
-    {"ok": false, "reason": "malformed"}                           nothing usable on fd 4
+    files IN OUT MIME LIMIT       IN is the input in an anonymous in-memory file (memfd),
+                                  OUT an empty memfd for the result (pictures, audio, AVI)
+    stream IN OUT MIME LIMIT SIZE IN and OUT are Unix sockets to the relay, which serves the
+                                  SIZE bytes of input on request and takes the result as it
+                                  is written (channel.py; the videos of `STREAMED`)
+
+The worker writes one JSON object on standard output (after closing the sockets):
+
+    {"ok": true, "mime": "...", "removed": [...], "note": "..."}   the result is complete
+    {"ok": false, "reason": "malformed"}                           nothing usable was written
 
 Rules:
 - resource limits first, set by the worker on itself (and so inherited by ffmpeg): address
@@ -21,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import sys
 import warnings
 from collections.abc import Callable
@@ -52,6 +60,12 @@ OPEN_FILES = 64
 # Inner time limit for one ffmpeg run; the outer, wall-clock one kills the process group.
 FFMPEG_TIMEOUT = 600.0
 
+# Videos remuxed by video.py, streamed over a channel: the relay's memory stays flat. AVI
+# is not among them: its muxer must seek back to finish its header, and its index is at
+# the end; it keeps the memfd path (media.py).
+STREAMED = frozenset(
+    {"video/mp4", "video/quicktime", "video/3gpp", "video/x-matroska", "video/webm"}
+)
 IMAGE_BYTEWISE = {"image/jpeg", "image/png", "image/webp"}
 IMAGE_REENCODE = {"image/tiff", "image/gif", "image/heic", "image/heif", "image/avif"}
 
@@ -116,7 +130,7 @@ def release_input(files: Files) -> None:
 
 def clean_media(mime: str, files: Files) -> dict[str, Any]:
     """Strips one audio or video file; returns the worker's answer."""
-    from . import media  # noqa: PLC0415
+    from . import gate, media  # noqa: PLC0415
 
     formats = media.FORMATS[mime]
     demuxer = formats[0]
@@ -142,7 +156,7 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
     result = media.probe(files.output_path, readback, fds, FFMPEG_TIMEOUT)
     media.check(source_layout, media.layout(result), audio_only)
     media.decode_check(files.output_path, readback, audio_only, fds, FFMPEG_TIMEOUT)
-    if media.leaked(files.output_path, media.tag_values(source)):
+    if gate.leaked(files.output_path, media.tag_values(source)):
         return {"ok": False, "reason": "malformed"}  # metadata inside the stream itself
     return {"ok": True, "mime": out_mime, "removed": names + extra, "note": ""}
 
@@ -165,30 +179,45 @@ def _classify(exc: BaseException) -> str:
     return "malformed"
 
 
-def run(mime: str, files: Files) -> dict[str, Any]:
-    """Cleans the input file for its MIME type."""
-    from . import media  # noqa: PLC0415
+def clean_streamed(mime: str, requests: int, results: int, size: int) -> dict[str, Any]:
+    """Strips one video read from and written to the relay over two sockets."""
+    from . import channel, video  # noqa: PLC0415 - PyAV only where it is used
 
-    handlers: dict[str, Callable[[str, Files], dict[str, Any]]] = {}
-    for name in IMAGE_BYTEWISE | IMAGE_REENCODE:
-        handlers[name] = clean_image
-    for name in media.FORMATS:
-        handlers[name] = clean_media
-    handler = handlers.get(mime)
-    if handler is None:
-        return {"ok": False, "reason": "unsupported"}
+    with socket.socket(fileno=requests) as source, socket.socket(fileno=results) as result:
+        link = channel.ResultLink(result)
+        return video.clean(mime, channel.RemoteInput(source, size), link)
+
+
+def run(handler: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Runs a handler; any exception is one refusal."""
     try:
-        return handler(mime, files)
+        return handler()
     except Exception as exc:  # noqa: BLE001 - every parser failure is one refusal
         return {"ok": False, "reason": _classify(exc)}
 
 
+def _handler(argv: list[str]) -> Callable[[], dict[str, Any]] | None:
+    """The function that cleans the input `argv` describes, if there is one."""
+    from . import media  # noqa: PLC0415
+
+    mode, mime = argv[0], argv[3]
+    if mode == "stream" and mime in STREAMED:
+        requests, results, size = int(argv[1]), int(argv[2]), int(argv[5])
+        return lambda: clean_streamed(mime, requests, results, size)
+    files = Files(int(argv[1]), int(argv[2]))
+    if mime in IMAGE_BYTEWISE | IMAGE_REENCODE:
+        return lambda: clean_image(mime, files)
+    if mime in media.FORMATS and mime not in STREAMED:
+        return lambda: clean_media(mime, files)
+    return None
+
+
 def main(argv: list[str]) -> int:
-    files = Files(int(argv[0]), int(argv[1]))
-    mime, max_output = argv[2], int(argv[3])
+    max_output = int(argv[4])
     limit_resources(max_output)
     warnings.simplefilter("error")  # a parser's warning is a file we are not sure of
-    answer = run(mime, files)
+    handler = _handler(argv)
+    answer = {"ok": False, "reason": "unsupported"} if handler is None else run(handler)
     sys.stdout.write(json.dumps(answer))
     sys.stdout.flush()
     return 0

@@ -67,11 +67,15 @@ STRUCTURAL = frozenset(
     PixelsPerMeterX PixelsPerMeterY NumColors NumImportantColors RedMask GreenMask BlueMask
     AlphaMask ColorSpace Unknown_vprp Unknown_JUNK AverageBitrate BufferSize MaxBitrate
     Unknown_btrt Unknown_alac ColorMap AnimationLoopCount
+    Unknown_mvex MovieFragmentSequence Unknown_tfhd Unknown_tfdt Unknown_trun Unknown_mfra
     """.split()
 )
 # Matroska_0x15b0 is Colour, 0x16aa CodecDelay, 0x16bb SeekPreRoll (exiftool 12.57 does not
 # name them); 0x0070 is read by exiftool inside the Cues. An AVI's stream format is a
 # BITMAPINFOHEADER, which exiftool reports as if it were a BMP file (File:BMPVersion...).
+# A fragmented MP4 (videos are written forward only) adds its fragment boxes: mvex (the
+# tracks' defaults), mfhd's sequence number, tfhd/tfdt/trun (each fragment's track, start
+# time and sample sizes) and mfra (the random-access index at the end).
 
 # Values ffmpeg writes under +bitexact, or that mean "nothing".
 NEUTRAL_VALUE = re.compile(
@@ -176,6 +180,18 @@ def ffprobe(path: Path) -> dict[str, Any]:
         text=True,
         check=True,
     ).stdout
+    return dict(json.loads(out))
+
+
+def ffprobe_frames(path: Path) -> dict[str, Any]:
+    """ffprobe decoding every frame of every stream (`nb_read_frames`)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+         "stream=codec_type,nb_read_frames", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout  # fmt: skip
     return dict(json.loads(out))
 
 

@@ -4,6 +4,7 @@ WebP: bit-identical) and orientation, audio and video their streams and duration
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,39 @@ def test_mp4_keeps_rotation_and_drops_the_gps_track(stripping: Stripping, tmp_pa
     video = [s for s in judge.ffprobe(cleaned)["streams"] if s["codec_type"] == "video"][0]
     rotations = [d.get("rotation") for d in video.get("side_data_list", [])]
     assert rotations and abs(int(rotations[0])) == 90
+
+
+def _frames(path: Path) -> list[tuple[str, int]]:
+    """Frames decoded in each audio and video stream by Debian's ffmpeg (not PyAV's)."""
+    streams = judge.ffprobe_frames(path)["streams"]
+    return [
+        (s["codec_type"], int(s["nb_read_frames"]))
+        for s in streams
+        if s["codec_type"] in ("video", "audio")
+    ]
+
+
+@pytest.mark.parametrize("name", ["mp4", "mov", "3gp", "mkv", "webm"])
+def test_streamed_videos_decode_in_full(name: str, stripping: Stripping, tmp_path: Path) -> None:
+    """Written forward only (fragmented MP4, Matroska without cues), the result still
+    decodes to the end, every frame of every kept stream, with no decoder complaint."""
+    source = samples.SAMPLES[name][0](tmp_path)
+    detected, _, data = clean(stripping, source.read_bytes())
+    cleaned = tmp_path / f"cleaned.{detected.extension}"
+    cleaned.write_bytes(data)
+    decode = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", str(cleaned), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert decode.returncode == 0 and decode.stderr == ""
+    before, after = _frames(source), _frames(cleaned)
+    assert [kind for kind, _ in after] == [kind for kind, _ in before]
+    for (kind, count_before), (_, count_after) in zip(before, after, strict=True):
+        if kind == "video":
+            assert count_after == count_before
+        else:
+            # A fragmented MP4 has no place for the trim of the encoder's padding at the end
+            # (the edit list is written before the last packet): one more AAC frame decodes.
+            assert count_before <= count_after <= count_before + 1

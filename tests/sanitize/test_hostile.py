@@ -51,7 +51,9 @@ def test_decompression_bombs_are_refused(stripping: Stripping) -> None:
     assert isinstance(_refusal(stripping, _gif_bomb()), TooDemanding)
 
 
-@pytest.mark.parametrize("name", ["jpeg", "png", "webp", "mp3", "mp4", "flac", "mkv"])
+@pytest.mark.parametrize(
+    "name", ["jpeg", "png", "webp", "mp3", "mp4", "flac", "mkv", "webm", "mov", "avi"]
+)
 def test_truncated_files_are_refused(name: str, stripping: Stripping, tmp_path: Path) -> None:
     data = samples.SAMPLES[name][0](tmp_path).read_bytes()
     assert isinstance(_refusal(stripping, data[: len(data) // 3]), Malformed)
@@ -117,6 +119,18 @@ def test_a_stuck_worker_is_killed_with_its_group(tmp_path: Path) -> None:
         p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).startswith("ffmpeg")
     ]
     assert leftovers == [] or all(_parent_is_not_ours(p) for p in leftovers)
+    workers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_our_worker(p)]
+    assert workers == []
+
+
+def _is_our_worker(proc: Path) -> bool:
+    """A worker of this test process (a streamed video's: Python, not ffmpeg)."""
+    try:
+        status = (proc / "status").read_text()
+    except OSError:
+        return False
+    parent = int(status.split("PPid:")[1].split()[0])
+    return "relay.sanitize.worker" in _cmdline(proc) and parent == os.getpid()
 
 
 def _cmdline(proc: Path) -> str:

@@ -1,0 +1,391 @@
+"""Video (MP4, MOV, 3GP, Matroska, WebM) remuxed in the worker with PyAV, streamed: the
+input read through `channel.RemoteInput`, the result written forward only and sent to the
+relay as it is made, so memory stays flat whatever the file's size.
+
+Why PyAV here and the ffmpeg CLI elsewhere: the CLI can only read a seekable input from a
+path (a memfd held the whole file: 2.1x its size in RAM with the result); PyAV reads from a
+Python file object, so the worker asks the relay for the bytes it needs and the plaintext
+stays where it is (the relay's sealed staging file, decrypted 64 KiB at a time). The remux
+itself is the same libavformat work (notes/performance.md: 0.23-0.30 s for 200 MB, like the
+CLI). What that costs: a second FFmpeg build (PyAV's wheel bundles FFmpeg 8; audio and AVI
+still go through Debian's ffmpeg 5.1), and a crash in a demuxer kills the worker itself,
+which the relay already treats as a refusal. The hostile demuxing stays in the sandboxed
+worker; PyAV may open no other file or URL (`io_open` refuses every request).
+
+Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
+- the demuxer is forced from the type libmagic found;
+- only video streams that are not cover art and audio streams are kept (this drops GPS and
+  telemetry tracks, subtitles, attachments); no container, stream or chapter metadata is
+  copied; `+bitexact` writes neutral handler names, no encoder version, no creation time;
+- packets carry their timing, key-frame flag and only the side data needed to play
+  (`KEPT_SIDE_DATA`), nothing else the demuxer attached;
+- H.264/HEVC SEI units are dropped (nal.py), from packets and from an hvcC record;
+- the result is written forward only: fragmented MP4 (a fragment at each key frame and at
+  least every `FRAGMENT_BYTES`; the moov waits for the first fragment, so the edit list that
+  hides the audio encoder's priming samples is kept, while the trim of its padding at the
+  end has no place: one more AAC frame of padding plays) or Matroska without cues, whose
+  Duration is written up front from the input's;
+- the result is read back while it is written (`Readback`, a second demuxer in a thread, fed
+  through a pipe) and must hold the same streams, the same number of packets in each, the
+  input's duration, and decode (the first frames of video, the first packets of sound);
+- the last gate (gate.py) searches the input's tag values in everything the result takes
+  from the input except coded slices.
+
+Runs only inside the sandboxed worker. Raises av.FFmpegError, nal.NalError, MediaError
+(refusals, all of them: the worker reports them as "malformed").
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, BinaryIO
+
+import av
+import av.container
+import av.stream
+
+from . import channel, gate, media, nal
+from .media import MediaError
+
+# (forced demuxer, muxer, MIME type of the result); audio-only results in `AUDIO_ONLY`.
+FORMATS: dict[str, tuple[str, str, str]] = {
+    "video/mp4": ("mov", "mp4", "video/mp4"),
+    "video/quicktime": ("mov", "mov", "video/quicktime"),
+    "video/3gpp": ("mov", "3gp", "video/3gpp"),
+    "video/x-matroska": ("matroska", "matroska", "video/x-matroska"),
+    "video/webm": ("matroska", "webm", "video/webm"),
+}
+# A video container holding sound only (libmagic calls an M4A "video/mp4"); Matroska and
+# WebM stay as they are, as media.audio_only_formats does.
+AUDIO_ONLY = {"mov": ("ipod", "audio/x-m4a")}
+READBACK = {"mp4": "mov", "mov": "mov", "3gp": "mov", "ipod": "mov"}
+# The muxer holds one fragment (MP4) or cluster (Matroska) before writing it: this bounds
+# that memory whatever the key-frame interval.
+FRAGMENT_BYTES = 4 << 20
+# Bytes per call between FFmpeg and Python: fewer calls. The input's is the channel's
+# block, so that reads going forward are whole blocks, handed over without a copy.
+IO_BUFFER = 1 << 18
+INPUT_BUFFER = channel.BLOCK
+DECODED_VIDEO_FRAMES = 10
+DECODED_AUDIO_PACKETS = 20
+# Side data a player needs (priming samples to skip, a palette, a mid-stream change of
+# sample rate); the rest (strings, metadata updates, EXIF, camera-specific blocks) goes.
+KEPT_SIDE_DATA = frozenset({"skip_samples", "palette", "param_change"})
+QUEUED_PIECES = 8  # of IO_BUFFER bytes: how far the muxer may run ahead of the readback
+RAW_AUDIO = "pcm_"  # raw samples: nothing can hide in them that a tag names; not searched
+
+
+def _no_io(url: str, flags: int, options: dict[str, str]) -> BinaryIO:
+    """PyAV's hook for any further file a demuxer wants (a reference, a playlist entry):
+    refused, so the input can open nothing but itself."""
+    raise PermissionError("a demuxer asked to open another file")
+
+
+def _document(container: av.container.InputContainer) -> dict[str, Any]:
+    """What media.removed_names and media.tag_values read, as ffprobe would show it."""
+    streams = []
+    for stream in container.streams:
+        picture = bool(stream.disposition & av.stream.Disposition.attached_pic)
+        streams.append(
+            {
+                "codec_type": stream.type,
+                "disposition": {"attached_pic": int(picture)},
+                "tags": dict(stream.metadata),
+            }
+        )
+    chapters = [{"tags": dict(c.get("metadata", {}))} for c in container.chapters()]
+    return {"format": {"tags": dict(container.metadata)}, "streams": streams, "chapters": chapters}
+
+
+@dataclass
+class Tally:
+    """What one stream held: packets, and the span of their timestamps (in the stream's
+    time base, kept as integers: a Fraction per packet costs on long audio)."""
+
+    kind: str
+    codec: str
+    width: int
+    height: int
+    packets: int = 0
+    first: int | None = None
+    last: int | None = None
+    time_base: Fraction | None = None
+
+    def count(self, packet: av.Packet) -> None:
+        self.packets += 1
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        if stamp is None:
+            return
+        if self.time_base is None:
+            self.time_base = Fraction(packet.time_base)
+        end = stamp + (packet.duration or 0)
+        self.first = stamp if self.first is None else min(self.first, stamp)
+        self.last = end if self.last is None else max(self.last, end)
+
+    @property
+    def layout(self) -> tuple[str, str, int, int]:
+        return self.kind, self.codec, self.width, self.height
+
+    @property
+    def seconds(self) -> float:
+        if self.first is None or self.last is None or self.time_base is None:
+            return 0.0
+        return float((self.last - self.first) * self.time_base)
+
+
+def _tally(stream: av.stream.Stream) -> Tally:
+    context = stream.codec_context
+    width = int(getattr(context, "width", 0) or 0) if stream.type == "video" else 0
+    height = int(getattr(context, "height", 0) or 0) if stream.type == "video" else 0
+    return Tally(stream.type, context.name if context else "", width, height)
+
+
+class _Queued:
+    """The result's pieces, handed from the muxer to the readback without a copy, as a
+    file object for PyAV (not seekable, so the demuxer reads forward, as a player receiving
+    a stream would)."""
+
+    def __init__(self) -> None:
+        self.pieces: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_PIECES)
+        self._rest = b""
+        self._ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._rest and not self._ended:
+            piece = self.pieces.get()
+            self._ended = piece is None
+            self._rest = piece or b""
+        size = len(self._rest) if size < 0 else size
+        data, self._rest = self._rest[:size], self._rest[size:]
+        return data
+
+    def drain(self) -> None:
+        """Takes every piece until the end, so the muxer never waits on a reader that
+        stopped."""
+        while not self._ended:
+            self._ended = self.pieces.get() is None
+
+
+class Readback:
+    """Demuxes the result as it is written, in a thread of the worker: counts each
+    stream's packets and their span, decodes the first frames. `error` holds what went
+    wrong, if anything, once `finish` has returned."""
+
+    def __init__(self, demuxer: str) -> None:
+        self._demuxer = demuxer
+        self.tallies: list[Tally] = []
+        self.error: BaseException | None = None
+        self._input = _Queued()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._read()
+        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+            self.error = exc
+        finally:
+            self._input.drain()  # whatever the demuxer left unread (a trailing index)
+
+    def _read(self) -> None:
+        with av.open(
+            self._input, "r", format=self._demuxer, buffer_size=IO_BUFFER, io_open=_no_io
+        ) as result:
+            streams = list(result.streams)
+            self.tallies = [_tally(s) for s in streams]
+            decoded = [0] * len(streams)
+            limits = {"video": DECODED_VIDEO_FRAMES, "audio": DECODED_AUDIO_PACKETS}
+            for packet in result.demux():
+                if packet.size == 0:
+                    continue
+                index = packet.stream.index
+                self.tallies[index].count(packet)
+                if decoded[index] < limits.get(packet.stream.type, 0):
+                    decoded[index] += max(1, len(packet.decode()))
+
+    def feed(self, data: bytes) -> None:
+        self._input.pieces.put(data)
+
+    def finish(self) -> None:
+        """Ends the result and waits for the reading to end."""
+        self._input.pieces.put(None)
+        self._thread.join()
+
+
+class _Tee:
+    """The muxer's output: each piece to the relay and to the readback."""
+
+    def __init__(self, link: channel.ResultLink, readback: Readback) -> None:
+        self._link = link
+        self._readback = readback
+
+    def write(self, data: bytes) -> int:
+        self._link.write(data)
+        self._readback.feed(data)
+        return len(data)
+
+
+@dataclass
+class _Plan:
+    """How one kept stream is copied."""
+
+    output: av.stream.Stream
+    tally: Tally
+    syntax: nal.Syntax | None
+    length_size: int
+    searched: bool  # packets searched by the last gate (all of them, or non-slice units)
+
+
+def _muxer_options(muxer: str) -> dict[str, str]:
+    options = {"fflags": "+bitexact"}
+    if muxer in READBACK:
+        options["movflags"] = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
+        options["frag_size"] = str(FRAGMENT_BYTES)
+    else:
+        options["cluster_size_limit"] = str(FRAGMENT_BYTES)
+    return options
+
+
+def _duration_tag(microseconds: int) -> str:
+    seconds = microseconds / 1e6
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{int(hours):02d}:{int(minutes):02d}:{seconds:012.9f}"
+
+
+def _plan(
+    source: av.stream.Stream,
+    output: av.container.OutputContainer,
+    muxer: str,
+    duration: int | None,
+    search: gate.Search,
+) -> tuple[_Plan, int]:
+    """Adds the output stream for `source`; returns its plan and the SEI units dropped
+    from its configuration record."""
+    target = output.add_stream_from_template(source)
+    context = source.codec_context
+    codec = context.name
+    syntax = nal.SYNTAX.get(codec) if source.type == "video" else None
+    extradata = bytes(context.extradata or b"")
+    dropped, size_bytes = 0, 0
+    if syntax is not None:
+        size_bytes = nal.length_size(codec, extradata)
+        if syntax is nal.HEVC and size_bytes:
+            extradata, dropped = nal.hvcc_without_sei(extradata)
+            target.codec_context.extradata = extradata
+        elif not size_bytes and extradata:
+            cleaned, dropped = nal.without_sei(extradata, syntax, 0)
+            extradata = bytes(cleaned)
+            target.codec_context.extradata = extradata
+    search.feed(extradata, ("extradata", source.index))
+    if duration and muxer not in READBACK:
+        # Matroska written forward only has no place for a duration found at the end: the
+        # muxer writes this one in the header instead.
+        target.metadata["DURATION"] = _duration_tag(duration)
+    searched = not codec.startswith(RAW_AUDIO)
+    return _Plan(target, _tally(source), syntax, size_bytes, searched), dropped
+
+
+def _copy(packet: av.Packet, plan: _Plan, search: gate.Search) -> tuple[av.Packet, int]:
+    """The packet to mux for `packet`: its bytes (without SEI), timing and key flag, and
+    only the side data a player needs. Returns it and the SEI units dropped."""
+    data: bytes | memoryview = memoryview(packet)
+    dropped = 0
+    channel_id = ("packets", packet.stream.index)
+    if plan.syntax is not None:
+        data, dropped = nal.without_sei(data, plan.syntax, plan.length_size)
+        for piece in nal.searchable(data, plan.syntax, plan.length_size):
+            search.feed(piece, channel_id)
+    elif plan.searched:
+        search.feed(data, channel_id)
+    copy = av.Packet(data)  # type: ignore[arg-type] # any buffer, not copied; stub says bytes
+    copy.pts, copy.dts, copy.duration = packet.pts, packet.dts, packet.duration
+    copy.time_base = packet.time_base
+    copy.is_keyframe = packet.is_keyframe
+    for side_data in packet.iter_sidedata():
+        if side_data.data_type in KEPT_SIDE_DATA:
+            side_data.to_packet(copy)
+    copy.stream = plan.output
+    return copy, dropped
+
+
+def clean(mime: str, source: channel.RemoteInput, link: channel.ResultLink) -> dict[str, Any]:
+    """Remuxes one video from `source` into `link`; returns the worker's answer."""
+    demuxer, muxer, out_mime = FORMATS[mime]
+    with av.open(
+        source, "r", format=demuxer, buffer_size=INPUT_BUFFER, io_open=_no_io
+    ) as container:
+        document = _document(container)
+        pictures = av.stream.Disposition.attached_pic
+        video = [s for s in container.streams.video if not s.disposition & pictures]
+        audio = list(container.streams.audio)
+        if not video:
+            muxer, out_mime = AUDIO_ONLY.get(demuxer, (muxer, out_mime))
+        if not (video or audio):
+            return {"ok": False, "reason": "malformed"}  # a shell: metadata, no media
+        kept = video + audio
+        declared = container.duration
+        names = media.removed_names(document, audio_only=not video)
+        search = gate.Search(media.tag_values(document))
+        readback = Readback(READBACK.get(muxer, "matroska"))
+        tee = _Tee(link, readback)
+        try:
+            dropped, sources = _remux(container, kept, muxer, tee, search, declared)
+        finally:
+            readback.finish()
+    if readback.error is not None:
+        raise MediaError("the result does not read back") from readback.error
+    _compare(sources, readback.tallies, declared)
+    if search.found:
+        return {"ok": False, "reason": "malformed"}  # metadata inside the stream itself
+    if dropped:
+        names.append("encoder data in the video stream (SEI)")
+    return {"ok": True, "mime": out_mime, "removed": names, "note": ""}
+
+
+def _remux(
+    container: av.container.InputContainer,
+    kept: Sequence[av.stream.Stream],
+    muxer: str,
+    tee: _Tee,
+    search: gate.Search,
+    declared: int | None,
+) -> tuple[int, list[Tally]]:
+    """Copies the kept streams' packets into a new container written to `tee`; returns
+    the SEI units dropped and what each kept input stream held."""
+    dropped = 0
+    with av.open(
+        tee, "w", format=muxer, options=_muxer_options(muxer), buffer_size=IO_BUFFER
+    ) as output:
+        plans: dict[int, _Plan] = {}
+        for stream in kept:
+            plans[stream.index], removed = _plan(stream, output, muxer, container.duration, search)
+            dropped += removed
+        for packet in container.demux(kept):
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker
+            plan = plans[packet.stream.index]
+            plan.tally.count(packet)
+            copy, removed = _copy(packet, plan, search)
+            dropped += removed
+            output.mux(copy)
+    return dropped, [plans[s.index].tally for s in kept]
+
+
+def _compare(sources: list[Tally], results: list[Tally], declared: int | None) -> None:
+    """The result must hold what was kept of the input. Raises MediaError otherwise."""
+    if [t.layout for t in results] != [t.layout for t in sources]:
+        raise MediaError("streams differ")
+    if [t.packets for t in results] != [t.packets for t in sources]:
+        raise MediaError("packets lost")
+    seconds = max(t.seconds for t in results)
+    if seconds <= 0:
+        raise MediaError("no duration")
+    if declared and declared > 0:
+        expected = declared / 1e6
+        if abs(seconds - expected) > max(0.25, expected * 0.02):
+            raise MediaError("duration differs")
