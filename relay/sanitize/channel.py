@@ -143,7 +143,7 @@ class _ResultReceiver:
 
 
 def serve(
-    requests: socket.socket,
+    requests: socket.socket | None,
     results: socket.socket,
     src: BinaryIO,
     size: int,
@@ -151,18 +151,22 @@ def serve(
     deadline: float,
     max_output: int,
 ) -> tuple[str, int]:
-    """Serves one worker until it closes both links: reads from `src` (seekable, `size`
-    bytes), result bytes to `dst`. Returns (SHA-256 of the input, bytes of result).
-    Raises TimeoutError at `deadline` (time.monotonic), ProtocolError, OutputTooLarge,
-    ConnectionError (the worker went away), and whatever `src` or `dst` raise."""
+    """Serves one worker until it closes its links: reads from `src` (seekable, `size`
+    bytes) over `requests`, result bytes from `results` to `dst`. Without `requests` the
+    worker reads the input itself (a file of the caller's, `sandbox.py`), and this only
+    hashes it meanwhile. Returns (SHA-256 of the input, bytes of result). Raises
+    TimeoutError at `deadline` (time.monotonic), ProtocolError, OutputTooLarge, and
+    whatever `src` or `dst` raise."""
     receiver = _ResultReceiver(results, dst, deadline, max_output)
     try:
-        digest = _serve_reads(requests, src, size, deadline)
+        digest = (
+            _InOrderDigest() if requests is None else _serve_reads(requests, src, size, deadline)
+        )
+        sha256 = digest.finish(src, size)
     except BaseException:
         receiver.stop()
         raise
-    written = receiver.finish()
-    return digest.finish(src, size), written
+    return sha256, receiver.finish()
 
 
 def _serve_reads(sock: socket.socket, src: BinaryIO, size: int, deadline: float) -> _InOrderDigest:

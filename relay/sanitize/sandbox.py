@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess  # noqa: S404 - the worker is our own program, run with fixed arguments
 import sys
 import time
@@ -182,26 +183,37 @@ class Sandboxed:
         return Outcome(out_mime, removed, original_sha256, size)
 
     def _strip_streamed(self, mime: str, src: BinaryIO, dst: BinaryIO) -> Outcome:
-        """A video: the worker reads `src` and sends its result over two socket pairs
-        (channel.py), so neither the input nor the result is ever held whole in memory."""
+        """A video: the worker reads `src` and sends its result over socket pairs
+        (channel.py), so neither the input nor the result is ever held whole in memory.
+        When `src` is a file of the caller's own (amanah-drop strip on a source's device;
+        never in the relay, whose staged files are sealed), the worker reads it itself
+        through a read-only descriptor, and the relay only hashes it meanwhile."""
         size = src.seek(0, io.SEEK_END)
         limit = size * OUTPUT_FACTOR + OUTPUT_SLACK
         deadline = self._deadline(size)
-        requests, their_requests = socket.socketpair()
         results, their_results = socket.socketpair()
-        theirs = (their_requests, their_results)
+        local = _read_only_descriptor(src)
+        requests: socket.socket | None = None
+        if local is None:
+            requests, their_requests = socket.socketpair()
+            theirs: tuple[socket.socket, ...] = (their_requests, their_results)
+            fds = (their_requests.fileno(), their_results.fileno())
+            mode = "stream"
+        else:
+            theirs, fds, mode = (their_results,), (local, their_results.fileno()), "stream-file"
         served: list[tuple[str, int]] = []
 
         def serve() -> None:
             served.append(channel.serve(requests, results, src, size, dst, deadline, limit))
 
         try:
-            fds = tuple(s.fileno() for s in theirs)
-            args = ["stream", *map(str, fds), mime, str(limit), str(size)]
+            args = [mode, *map(str, fds), mime, str(limit), str(size)]
             answer = self._run(args, fds, deadline, serve, theirs)
         finally:
-            for link in (requests, results, *theirs):
+            for link in (results, *theirs, *([requests] if requests else [])):
                 link.close()
+            if local is not None:
+                os.close(local)
         out_mime, removed = _accepted(answer)
         if not served or served[0][1] == 0:
             raise refusal("worker-failed")
@@ -253,6 +265,18 @@ class Sandboxed:
         if not isinstance(answer, dict):
             raise refusal("worker-failed")
         return answer
+
+
+def _read_only_descriptor(src: BinaryIO) -> int | None:
+    """A new read-only descriptor of `src` when it is a regular file (the worker may read
+    it, never write it), else None (a staged upload, a buffer)."""
+    try:
+        fd = src.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return None
+    return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
 
 
 def _serve_worker(serve: Callable[[], None]) -> None:

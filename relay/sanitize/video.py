@@ -70,7 +70,9 @@ FRAGMENT_BYTES = 4 << 20
 # block, so that reads going forward are whole blocks, handed over without a copy.
 IO_BUFFER = 1 << 18
 INPUT_BUFFER = channel.BLOCK
-DECODED_VIDEO_FRAMES = 10
+# The first frames are decoded (each 720p frame of a phone's video costs ~8 ms), the rest
+# demuxed and counted.
+DECODED_VIDEO_FRAMES = 3
 DECODED_AUDIO_PACKETS = 20
 # Side data a player needs (priming samples to skip, a palette, a mid-stream change of
 # sample rate); the rest (strings, metadata updates, EXIF, camera-specific blocks) goes.
@@ -313,7 +315,9 @@ def _copy(packet: av.Packet, plan: _Plan, search: gate.Search) -> tuple[av.Packe
     return copy, dropped
 
 
-def clean(mime: str, source: channel.RemoteInput, link: channel.ResultLink) -> dict[str, Any]:
+def clean(
+    mime: str, source: BinaryIO | channel.RemoteInput, link: channel.ResultLink
+) -> dict[str, Any]:
     """Remuxes one video from `source` into `link`; returns the worker's answer."""
     demuxer, muxer, out_mime = FORMATS[mime]
     with av.open(

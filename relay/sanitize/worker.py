@@ -9,6 +9,8 @@ limit:
     stream IN OUT MIME LIMIT SIZE IN and OUT are Unix sockets to the relay, which serves the
                                   SIZE bytes of input on request and takes the result as it
                                   is written (channel.py; the videos of `STREAMED`)
+    stream-file IN OUT ...        the same, IN a read-only descriptor of the caller's own
+                                  file (amanah-drop strip on a source's device)
 
 The worker writes one JSON object on standard output (after closing the sockets):
 
@@ -179,13 +181,20 @@ def _classify(exc: BaseException) -> str:
     return "malformed"
 
 
-def clean_streamed(mime: str, requests: int, results: int, size: int) -> dict[str, Any]:
-    """Strips one video read from and written to the relay over two sockets."""
+def clean_streamed(
+    mime: str, source_fd: int, results: int, size: int, local: bool
+) -> dict[str, Any]:
+    """Strips one video whose result goes to the relay over a socket; the input comes
+    over another socket, or from a read-only file descriptor when `local`."""
     from . import channel, video  # noqa: PLC0415 - PyAV only where it is used
 
-    with socket.socket(fileno=requests) as source, socket.socket(fileno=results) as result:
+    with socket.socket(fileno=results) as result:
         link = channel.ResultLink(result)
-        return video.clean(mime, channel.RemoteInput(source, size), link)
+        if local:
+            with os.fdopen(source_fd, "rb", buffering=0) as file:
+                return video.clean(mime, file, link)
+        with socket.socket(fileno=source_fd) as source:
+            return video.clean(mime, channel.RemoteInput(source, size), link)
 
 
 def run(handler: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -201,9 +210,10 @@ def _handler(argv: list[str]) -> Callable[[], dict[str, Any]] | None:
     from . import media  # noqa: PLC0415
 
     mode, mime = argv[0], argv[3]
-    if mode == "stream" and mime in STREAMED:
-        requests, results, size = int(argv[1]), int(argv[2]), int(argv[5])
-        return lambda: clean_streamed(mime, requests, results, size)
+    if mode in ("stream", "stream-file") and mime in STREAMED:
+        source, results, size = int(argv[1]), int(argv[2]), int(argv[5])
+        local = mode == "stream-file"
+        return lambda: clean_streamed(mime, source, results, size, local)
     files = Files(int(argv[1]), int(argv[2]))
     if mime in IMAGE_BYTEWISE | IMAGE_REENCODE:
         return lambda: clean_image(mime, files)

@@ -5,6 +5,7 @@ search finds both byte orders with one pattern where it can."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.sanitize import gate, worker
+from relay.sanitize import gate, sandbox, worker
 from relay.sanitize.sandbox import Sandboxed
 from tests.sanitize import samples
 from tests.sanitize.conftest import CACHE
@@ -249,3 +250,27 @@ def test_a_video_larger_than_the_limit_is_stripped_in_flat_memory(tmp_path: Path
     assert abs(report["size"] - source.stat().st_size) < 0.01 * source.stat().st_size
     assert sampler.samples > 50, "the sampler did not keep up"
     assert 0 < sampler.peak < LIMIT_MIB * MiB, f"peak {sampler.peak / MiB:.0f} MiB"
+
+
+def test_a_callers_own_file_is_read_by_the_worker_and_gives_the_same_result(
+    tmp_path: Path,
+) -> None:
+    """amanah-drop strip hands over a file of the source's own: the worker reads it through
+    a read-only descriptor instead of asking for each block; the result is the same bytes
+    (the remux is bit-exact) and the hash is still the relay's own."""
+    path = samples.mkv(tmp_path)
+    data = path.read_bytes()
+    through_channel, through_file = io.BytesIO(), io.BytesIO()
+    served = Sandboxed().strip("video/x-matroska", io.BytesIO(data), through_channel)
+    with path.open("r+b") as src:  # writable here; the worker's copy must not be
+        assert sandbox._read_only_descriptor(io.BytesIO(data)) is None
+        descriptor = sandbox._read_only_descriptor(src)
+        assert descriptor is not None
+        try:
+            assert fcntl.fcntl(descriptor, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+        finally:
+            os.close(descriptor)
+        read_itself = Sandboxed().strip("video/x-matroska", src, through_file)
+    assert through_file.getvalue() == through_channel.getvalue()
+    assert read_itself.original_sha256 == served.original_sha256 == hashlib.sha256(data).hexdigest()
+    assert path.read_bytes() == data
