@@ -33,10 +33,17 @@ MAX_TOTAL_PIXELS = 400_000_000
 MAX_FRAMES = 2000
 
 
-def configure() -> None:
-    """Pillow's limits for hostile input. Call once in the worker before any decode."""
+# Read through pillow-heif; importing it costs ~40 ms, so only these load it.
+HEIF_TYPES = frozenset({"image/heic", "image/heif", "image/avif"})
+
+
+def configure(mime: str) -> None:
+    """Pillow's limits for hostile input, and the HEIF reader where `mime` needs it. Call
+    once in the worker before any decode."""
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     warnings.simplefilter("error", Image.DecompressionBombWarning)
+    if mime not in HEIF_TYPES:
+        return
     try:
         import pillow_heif  # noqa: PLC0415 - optional codec, registered only where used
 
@@ -136,7 +143,8 @@ def reencode(data: bytes, mime: str) -> tuple[bytes, str]:
 
 
 def verify(data: bytes, picture: Picture, converted: bool) -> None:
-    """Decodes the cleaned file fully and compares it with the input's measurements.
+    """Decodes the cleaned file (all of its data) and compares it with the input's
+    measurements.
     Raises ValueError (or a PIL error) if it is not a valid picture of the same size."""
     with Image.open(io.BytesIO(data)) as image:
         oriented = picture.size
@@ -147,6 +155,12 @@ def verify(data: bytes, picture: Picture, converted: bool) -> None:
             width, height = height, width
         if (width, height) != oriented:
             raise ValueError("the cleaned picture has other dimensions")
+        if image.format == "JPEG":
+            # Decoded at 1/8 scale: every coefficient is still entropy-decoded (a damaged
+            # or truncated scan fails the same way), the inverse DCT and colour conversion
+            # are skipped. Measured on a 24-megapixel JPEG: 0.11 s and 1/64 of the memory,
+            # against 0.20-0.25 s for a full decode.
+            image.draft(image.mode, (image.width // 8, image.height // 8))
         frames = 0
         for frame in ImageSequence.Iterator(image):
             frame.load()

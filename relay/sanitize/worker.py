@@ -97,7 +97,7 @@ def clean_image(mime: str, files: Files) -> dict[str, Any]:
 
     from . import chunks, images, jpeg  # noqa: PLC0415
 
-    images.configure()
+    images.configure(mime)
     data = _read_input(files)
     release_input(files)  # the bytes are here now
     try:
