@@ -25,6 +25,7 @@ for: the input is normally read once.
 from __future__ import annotations
 
 import hashlib
+import queue
 import socket
 import struct
 import threading
@@ -69,18 +70,33 @@ def _receive_bytes(sock: socket.socket, count: int) -> bytes:
 class _InOrderDigest:
     """SHA-256 of the input, fed with the pieces served in whatever order the worker asked
     for them: a piece that continues the hashed prefix extends it; the rest is read at the
-    end (`finish`)."""
+    end (`finish`). The hashing runs in a thread of its own (hashlib releases the GIL), so
+    it overlaps serving the next read: at most `QUEUED` pieces wait for it."""
+
+    QUEUED = 8
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
-        self.hashed = 0
+        self.hashed = 0  # bytes of the prefix handed to the thread
+        self._pieces: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self._thread: threading.Thread | None = None
 
     def feed(self, offset: int, data: bytes) -> None:
         if offset <= self.hashed < offset + len(data):
-            self._hash.update(memoryview(data)[self.hashed - offset :])
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+            self._pieces.put(data[self.hashed - offset :])
             self.hashed = offset + len(data)
 
+    def _run(self) -> None:
+        while (piece := self._pieces.get()) is not None:
+            self._hash.update(piece)
+
     def finish(self, src: BinaryIO, size: int) -> str:
+        if self._thread is not None:
+            self._pieces.put(None)
+            self._thread.join()
         src.seek(self.hashed)
         while self.hashed < size and (block := src.read(min(BLOCK, size - self.hashed))):
             self._hash.update(block)

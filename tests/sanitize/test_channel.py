@@ -13,12 +13,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crypto.errors import AgeError
 from relay.sanitize import channel
+from relay.staging import StagedFile, StagingArea
 
 
 @contextmanager
@@ -136,3 +139,49 @@ def test_the_worker_refuses_a_relay_that_answers_wrong(answer: Callable[[], byte
         relay.shutdown(socket.SHUT_WR)
         with pytest.raises(channel.ProtocolError):
             remote.read(10)
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StagedFile, bytes]]:
+    """DATA staged as the relay stages an upload: sealed to a RAM-only key, on disk."""
+    area = StagingArea(tmp_path_factory.mktemp("staging"))
+    file = area.create()
+    for start in range(0, len(DATA), 100_000):  # pieces that do not line up with chunks
+        file.write(DATA[start : start + 100_000])
+    file.close()
+    yield file, DATA
+    file.discard()
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    moves=st.lists(
+        st.tuples(st.integers(0, len(DATA) + 10), st.integers(-1, 3 * channel.BLOCK)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_the_sealed_reader_reads_like_a_file(
+    staged: tuple[StagedFile, bytes], moves: list[tuple[int, int]]
+) -> None:
+    """What the relay serves a streaming worker from: decrypted 64 KiB chunk by chunk,
+    read at any offset and any length (-1: to the end), as a plain file would be."""
+    file, data = staged
+    local = io.BytesIO(data)
+    with file.open() as reader:
+        for offset, size in moves:
+            assert reader.seek(offset) == local.seek(offset)
+            assert reader.read(size) == local.read(size)
+            assert reader.tell() == local.tell()
+
+
+def test_a_damaged_staged_file_raises_its_own_error(tmp_path: Path) -> None:
+    file = StagingArea(tmp_path).create()
+    file.write(DATA)
+    file.close()
+    sealed = bytearray(file.path.read_bytes())
+    sealed[len(sealed) // 2] ^= 0x01
+    file.path.write_bytes(sealed)
+    with file.open() as reader, pytest.raises(AgeError):
+        while reader.read(channel.BLOCK):
+            pass
