@@ -8,7 +8,9 @@ Rules (measured in notes/metadata.md):
   (Pillow writes comments, ICC, IPTC and XMP back from it otherwise), saved with
   `exif=b""`; only frame timing, loop and transparency survive for animations;
 - TIFF and GIF stay TIFF and GIF; HEIC/HEIF and AVIF become JPEG (quality 95): there is no
-  byte-wise way to take the metadata boxes out of them that we have measured as clean;
+  byte-wise way to take the metadata boxes out of them that we have measured as clean. A
+  HEIF file may hold several images: only its primary one (the one viewers show, not
+  always the first) is kept, and the report says how many others went;
 - PNG and WebP whose orientation is not 1 (held in eXIf or XMP, which the chunk allowlist
   drops) are re-encoded losslessly with the rotation applied.
 
@@ -115,31 +117,49 @@ _FORMATS: dict[str, tuple[str, str, dict[str, object]]] = {
 _KEPT_INFO = ("duration", "loop", "transparency", "disposal")
 
 
-def reencode(data: bytes, mime: str) -> tuple[bytes, str]:
-    """A new file from the pixels of `data` alone: (bytes, MIME type of the result).
-    Raises PIL errors, OSError or ValueError for what Pillow cannot decode."""
+def reencode(data: bytes, mime: str) -> tuple[bytes, str, list[str]]:
+    """A new file from the pixels of `data` alone: (bytes, MIME type of the result, names
+    of what else went). Raises PIL errors, OSError or ValueError for what Pillow cannot
+    decode."""
     pillow_format, out_mime, options = _FORMATS[mime]
     with Image.open(io.BytesIO(data)) as image:
-        _check_frames(image)
+        count = _check_frames(image)
+        if pillow_format == "JPEG":
+            return _primary_as_jpeg(image, options), out_mime, _others(count)
         frames, durations = [], []
         for frame in ImageSequence.Iterator(image):
             frame.load()
             durations.append(frame.info.get("duration"))
-            copy = _upright(frame)
-            if pillow_format == "JPEG" and copy.mode not in ("RGB", "L", "CMYK"):
-                copy = copy.convert("RGB")
-            frames.append(copy)
+            frames.append(_upright(frame))
         kept = {k: image.info[k] for k in _KEPT_INFO if k in image.info}
     save: dict[str, object] = {**options, "exif": b""}
     if pillow_format == "GIF":
         save.update(kept)
         if all(d is not None for d in durations):
             save["duration"] = durations
-    if len(frames) > 1 and pillow_format != "JPEG":
+    if len(frames) > 1:
         save.update(save_all=True, append_images=frames[1:])
     out = io.BytesIO()
     frames[0].save(out, pillow_format, **save)
-    return out.getvalue(), out_mime
+    return out.getvalue(), out_mime, []
+
+
+def _primary_as_jpeg(image: Image.Image, options: dict[str, object]) -> bytes:
+    """The image a HEIF/AVIF file opens on (its primary: a file may hold a collection, and
+    the primary is not always the first) as a JPEG; the others are not decoded."""
+    image.load()
+    copy = _upright(image)
+    if copy.mode not in ("RGB", "L", "CMYK"):
+        copy = copy.convert("RGB")
+    out = io.BytesIO()
+    copy.save(out, "JPEG", **{**options, "exif": b""})
+    return out.getvalue()
+
+
+def _others(count: int) -> list[str]:
+    if count <= 1:
+        return []
+    return [f"{count - 1} other image(s) in the file (only its main image is kept)"]
 
 
 def verify(data: bytes, picture: Picture, converted: bool) -> None:

@@ -113,8 +113,8 @@ def clean_image(mime: str, files: Files) -> dict[str, Any]:
         out, names = (chunks.strip_png if mime == "image/png" else chunks.strip_webp)(data)
         out_mime = mime
     else:
-        out, out_mime = images.reencode(data, mime)
-        names = ["all metadata (picture re-encoded from its pixels)"]
+        out, out_mime, others = images.reencode(data, mime)
+        names = ["all metadata (picture re-encoded from its pixels)", *others]
         converted = out_mime != mime
     images.verify(out, picture, converted)
     _write_output(files, out)

@@ -130,3 +130,42 @@ def test_streamed_videos_decode_in_full(name: str, stripping: Stripping, tmp_pat
             # A fragmented MP4 has no place for the trim of the encoder's padding at the end
             # (the edit list is written before the last packet): one more AAC frame decodes.
             assert count_before <= count_after <= count_before + 1
+
+
+def _heif_collection(path: Path, primary: int) -> list[tuple[int, int]]:
+    """A HEIC holding three images of different sizes and colours, the identifying EXIF
+    on each, `primary` the one viewers show."""
+    import pillow_heif
+
+    sizes, colours = [(64, 48), (32, 80), (16, 16)], [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    exif = Image.Exif()
+    exif[0x010F] = samples.MAKER
+    images = [Image.new("RGB", s, c) for s, c in zip(sizes, colours, strict=True)]
+    collection = pillow_heif.from_pillow(images[0])
+    for image in images[1:]:
+        collection.add_from_pillow(image)
+    collection.save(path, quality=90, primary_index=primary, exif=exif.tobytes())
+    return sizes
+
+
+@pytest.mark.parametrize("primary", [0, 1])
+def test_a_heic_collection_keeps_its_primary_image_only(
+    primary: int, stripping: Stripping, tmp_path: Path
+) -> None:
+    """A HEIF file may hold several images; viewers show the primary one, which need not
+    be the first. That one is kept, and the report says the others went."""
+    source = tmp_path / "collection.heic"
+    sizes = _heif_collection(source, primary)
+    _, report, data = clean(stripping, source.read_bytes())
+    cleaned = tmp_path / "cleaned.jpg"
+    cleaned.write_bytes(data)
+    assert report.mime == "image/jpeg"
+    assert "2 other image(s) in the file (only its main image is kept)" in report.removed
+    with Image.open(cleaned) as image:
+        assert image.size == sizes[primary] and getattr(image, "n_frames", 1) == 1
+        colour = image.convert("RGB").getpixel((8, 8))
+    expected = [(255, 0, 0), (0, 255, 0)][primary]
+    assert isinstance(colour, tuple)
+    assert all(abs(a - b) < 24 for a, b in zip(colour, expected, strict=True))
+    assert judge.unexpected_tags(cleaned) == {}
+    assert judge.strings_found(data, {samples.MAKER}) == set()
