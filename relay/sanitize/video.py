@@ -19,7 +19,8 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
   copied; `+bitexact` writes neutral handler names, no encoder version, no creation time;
 - packets carry their timing, key-frame flag and only the side data needed to play
   (`KEPT_SIDE_DATA`), nothing else the demuxer attached;
-- H.264/HEVC SEI units are dropped (nal.py), from packets and from an hvcC record;
+- H.264/HEVC SEI units are dropped (nal.py), from packets and from an hvcC record; a
+  Vorbis comment header and FLAC metadata blocks in a stream's record go (records.py);
 - the result is written forward only: fragmented MP4 (a fragment at each key frame and at
   least every `FRAGMENT_BYTES`; the moov waits for the first fragment, so the edit list that
   hides the audio encoder's priming samples is kept, while the trim of its padding at the
@@ -31,8 +32,9 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
 - the last gate (gate.py) searches the input's tag values in everything the result takes
   from the input except coded slices.
 
-Runs only inside the sandboxed worker. Raises av.FFmpegError, nal.NalError, MediaError
-(refusals, all of them: the worker reports them as "malformed").
+Runs only inside the sandboxed worker. Raises av.FFmpegError, nal.NalError,
+records.RecordError, MediaError (refusals, all of them: the worker reports them as
+"malformed").
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import av
 import av.container
 import av.stream
 
-from . import channel, gate, media, nal
+from . import channel, gate, media, nal, records
 from .media import MediaError
 
 # (forced demuxer, muxer, MIME type of the result); audio-only results in `AUDIO_ONLY`.
@@ -265,31 +267,36 @@ def _plan(
     muxer: str,
     duration: int | None,
     search: gate.Search,
-) -> tuple[_Plan, int]:
-    """Adds the output stream for `source`; returns its plan and the SEI units dropped
-    from its configuration record."""
+) -> tuple[_Plan, int, list[str]]:
+    """Adds the output stream for `source`; returns its plan, the SEI units dropped from
+    its configuration record and the names of what else went from that record."""
     target = output.add_stream_from_template(source)
-    context = source.codec_context
-    codec = context.name
+    codec = source.codec_context.name
     syntax = nal.SYNTAX.get(codec) if source.type == "video" else None
-    extradata = bytes(context.extradata or b"")
-    dropped, size_bytes = 0, 0
+    original = bytes(source.codec_context.extradata or b"")
+    extradata, dropped, names, size_bytes = original, 0, [], 0
     if syntax is not None:
         size_bytes = nal.length_size(codec, extradata)
         if syntax is nal.HEVC and size_bytes:
             extradata, dropped = nal.hvcc_without_sei(extradata)
-            target.codec_context.extradata = extradata
         elif not size_bytes and extradata:
             cleaned, dropped = nal.without_sei(extradata, syntax, 0)
             extradata = bytes(cleaned)
-            target.codec_context.extradata = extradata
+    elif codec == "vorbis" and extradata:
+        extradata, said = records.vorbis_without_comments(extradata)
+        names += ["Vorbis comment header (vendor and tags)"] if said else []
+    elif codec == "flac" and extradata:
+        extradata, went = records.flac_streaminfo(extradata)
+        names += ["FLAC metadata blocks in the stream header"] if went else []
+    if extradata != original:
+        target.codec_context.extradata = extradata
     search.feed(extradata, ("extradata", source.index))
     if duration and muxer not in READBACK:
         # Matroska written forward only has no place for a duration found at the end: the
         # muxer writes this one in the header instead.
         target.metadata["DURATION"] = _duration_tag(duration)
     searched = not codec.startswith(RAW_AUDIO)
-    return _Plan(target, _tally(source), syntax, size_bytes, searched), dropped
+    return _Plan(target, _tally(source), syntax, size_bytes, searched), dropped, names
 
 
 def _copy(packet: av.Packet, plan: _Plan, search: gate.Search) -> tuple[av.Packet, int]:
@@ -338,7 +345,7 @@ def clean(
         readback = Readback(READBACK.get(muxer, "matroska"))
         tee = _Tee(link, readback)
         try:
-            dropped, sources = _remux(container, kept, muxer, tee, search, declared)
+            dropped, sources = _remux(container, kept, muxer, tee, search, names)
         finally:
             readback.finish()
     if readback.error is not None:
@@ -357,18 +364,21 @@ def _remux(
     muxer: str,
     tee: _Tee,
     search: gate.Search,
-    declared: int | None,
+    names: list[str],
 ) -> tuple[int, list[Tally]]:
     """Copies the kept streams' packets into a new container written to `tee`; returns
-    the SEI units dropped and what each kept input stream held."""
+    the SEI units dropped and what each kept input stream held, and adds to `names` what
+    went from the streams' configuration records."""
     dropped = 0
     with av.open(
         tee, "w", format=muxer, options=_muxer_options(muxer), buffer_size=IO_BUFFER
     ) as output:
         plans: dict[int, _Plan] = {}
         for stream in kept:
-            plans[stream.index], removed = _plan(stream, output, muxer, container.duration, search)
+            plan, removed, went = _plan(stream, output, muxer, container.duration, search)
+            plans[stream.index] = plan
             dropped += removed
+            names += [name for name in went if name not in names]
         for packet in container.demux(kept):
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker
