@@ -155,10 +155,16 @@ def _memfds(pid: int, seen: dict[tuple[int, int], int]) -> None:
         seen[(info.st_dev, info.st_ino)] = info.st_blocks * 512
 
 
-def measure(command: list[str], cwd: Path, reported: bool = False) -> tuple[Sample, str]:
-    """Wall time and memory of one command and everything it starts, and its standard
-    output. With `reported`, the time is the one the command prints on its last line
-    (`seconds=...`): the part of its run that is the work itself."""
+def measure(command: list[str], cwd: Path) -> Sample:
+    """Wall time and memory of one command and everything it starts (bench/drop.py uses
+    it too)."""
+    return measure_output(command, cwd)[0]
+
+
+def measure_output(command: list[str], cwd: Path, reported: bool = False) -> tuple[Sample, str]:
+    """`measure`, and the command's standard output. With `reported`, the time is the one
+    the command prints on its last line (`seconds=...`): the part of its run that is the
+    work itself."""
     start = time.perf_counter()
     process = subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -279,7 +285,7 @@ def warm(path: Path) -> None:
 def run_drop(source: Path, workdir: Path) -> tuple[Sample, Path | str]:
     out = workdir / "ours"
     shutil.rmtree(out, ignore_errors=True)
-    sample, _ = measure([DROP, "strip", str(source), "-o", str(out)], workdir)
+    sample = measure([DROP, "strip", str(source), "-o", str(out)], workdir)
     (result,) = out.iterdir()
     return sample, result
 
@@ -296,7 +302,7 @@ with open(sys.argv[2], "rb") as src, open(sys.argv[3], "xb") as dst:
 def run_library(source: Path, workdir: Path) -> tuple[Sample, Path | str]:
     out = workdir / f"library{source.suffix}"
     out.unlink(missing_ok=True)
-    sample, _ = measure([sys.executable, "-c", _LIBRARY, str(ROOT), str(source), str(out)], workdir)
+    sample = measure([sys.executable, "-c", _LIBRARY, str(ROOT), str(source), str(out)], workdir)
     return sample, out
 
 
@@ -340,7 +346,7 @@ def run_relay(source: Path, workdir: Path) -> tuple[Sample, Path | str]:
     """The relay's path; returns the SHA-256 of the plaintext it sealed, not a file."""
     sealed = workdir / "relay.age"
     command = [sys.executable, "-c", _RELAY, str(ROOT), str(source), str(workdir / "staging")]
-    sample, stdout = measure([*command, str(sealed)], workdir, reported=True)
+    sample, stdout = measure_output([*command, str(sealed)], workdir, reported=True)
     sealed.unlink()
     return sample, stdout.split()[0]
 
@@ -353,7 +359,7 @@ def run_mat2(source: Path, workdir: Path) -> tuple[Sample, Path | str]:
     folder.mkdir()
     link = folder / source.name
     link.symlink_to(source)
-    sample, _ = measure([MAT2, str(link)], workdir)
+    sample = measure([MAT2, str(link)], workdir)
     return sample, folder / f"{source.stem}.cleaned{source.suffix}"
 
 

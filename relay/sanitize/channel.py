@@ -16,6 +16,9 @@ one thread and takes the result in another, and the worker asks for the next blo
 it needs it (measured on a 500 MB MP4, one link with one request at a time kept the worker
 waiting 1.4 s of its 2.3).
 
+When the input is a file of the caller's own (amanah-drop strip on a source's device), the
+worker reads it through a read-only descriptor and only the result link is used.
+
 Every number from the worker is checked: a read larger than `MAX_READ`, or a result beyond
 its limit, ends the job (`ProtocolError`, `OutputTooLarge`). The relay's side also hashes the
 input, in order, from the reads it serves, and reads itself only what the worker never asked

@@ -110,9 +110,9 @@ def bwrap_prefix() -> list[str]:
 # their index at the end as phones write it; every process of the tree polled every 3 ms,
 # memfds counted, since their pages show in no process's RSS):
 # - videos other than AVI stream (channel.py, video.py): nothing in proportion to the file
-#   is held; 126 MiB in all (amanah-drop strip, its worker and bubblewrap) at 100 MB and at
-#   500 MB; 112 MiB for the relay's own path (staging, the sealed reader, the worker, the
-#   sealing writer) on a 408 MB video;
+#   is held. In all, at 100 MB, 500 MB and 1.5 GB alike: 117-120 MiB for amanah-drop strip
+#   (its worker and bubblewrap included), 96-98 MiB for the library alone, 105-106 MiB for
+#   the relay's own path (staging, the sealed reader, the worker, the sealing writer);
 # - audio, AVI and pictures take the memfd path: the input and the result are each held
 #   whole in memory (a 200 MB MP4 held 498 MiB at its peak that way, 1066 MiB at 500 MB,
 #   before videos streamed). The worker empties the input memfd as soon as nothing reads

@@ -7,9 +7,10 @@ path (a memfd held the whole file: 2.1x its size in RAM with the result); PyAV r
 Python file object, so the worker asks the relay for the bytes it needs and the plaintext
 stays where it is (the relay's sealed staging file, decrypted 64 KiB at a time). The remux
 itself is the same libavformat work (notes/performance.md: 0.23-0.30 s for 200 MB, like the
-CLI). What that costs: a second FFmpeg build (PyAV's wheel bundles FFmpeg 8; audio and AVI
-still go through Debian's ffmpeg 5.1), and a crash in a demuxer kills the worker itself,
-which the relay already treats as a refusal. The hostile demuxing stays in the sandboxed
+CLI; measured here, 0.2-0.3 s for 500 MB into a null output). What that costs: a second
+FFmpeg build (PyAV's wheel bundles FFmpeg 8; audio and AVI still go through Debian's
+ffmpeg 5.1), and a crash in a demuxer kills the worker itself, which the relay already
+treats as a refusal. The hostile demuxing stays in the sandboxed
 worker; PyAV may open no other file or URL (`io_open` refuses every request).
 
 Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
@@ -26,9 +27,10 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
   hides the audio encoder's priming samples is kept, while the trim of its padding at the
   end has no place: one more AAC frame of padding plays) or Matroska without cues, whose
   Duration is written up front from the input's;
-- the result is read back while it is written (`Readback`, a second demuxer in a thread, fed
-  through a pipe) and must hold the same streams, the same number of packets in each, the
-  input's duration, and decode (the first frames of video, the first packets of sound);
+- the result is read back while it is written (`Readback`, a second demuxer in a thread,
+  handed the muxer's pieces in memory) and must hold the same streams, the same number of
+  packets in each, the input's duration, and decode (the first frames of video, the first
+  packets of sound);
 - the last gate (gate.py) searches the input's tag values in everything the result takes
   from the input except coded slices.
 
