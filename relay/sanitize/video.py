@@ -202,6 +202,12 @@ class Readback:
             self._input, "r", format=self._demuxer, buffer_size=IO_BUFFER, io_open=_no_io
         ) as result:
             streams = list(result.streams)
+            for stream in streams:
+                if stream.codec_context is not None:
+                    # One decoding thread: a few frames need no more, and each thread costs
+                    # address space (its stack, a malloc arena) under the worker's limit,
+                    # which FFmpeg's default (one per core) would spend on a large host.
+                    stream.codec_context.thread_count = 1
             self.tallies = [_tally(s) for s in streams]
             decoded = [0] * len(streams)
             limits = {"video": DECODED_VIDEO_FRAMES, "audio": DECODED_AUDIO_PACKETS}
