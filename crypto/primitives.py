@@ -94,18 +94,19 @@ class ChunkAead:
         """True when calls go straight to libsodium (see the module docstring)."""
         return self._sodium is not None
 
-    def seal(self, nonce: bytes, plaintext: bytes) -> bytes:
+    def seal(self, nonce: bytes, plaintext: bytes | memoryview) -> bytes:
+        """`plaintext` may be a view (of contiguous bytes): it is read, never kept."""
         if len(plaintext) > self._max:
             raise ValueError("message longer than this AEAD's buffer")
         if len(nonce) != NONCE_SIZE:
             raise ValueError("ChaCha20-Poly1305 (IETF) nonces are 12 bytes")
         if self._sodium is None:
-            return aead_seal(self._key, nonce, plaintext)
+            return aead_seal(self._key, nonce, bytes(plaintext))
         ffi, lib = self._sodium
         lib.crypto_aead_chacha20poly1305_ietf_encrypt(
             self._out,
             self._out_len,
-            plaintext,
+            plaintext if isinstance(plaintext, bytes) else ffi.from_buffer(plaintext),
             len(plaintext),
             ffi.NULL,
             0,
@@ -115,8 +116,8 @@ class ChunkAead:
         )
         return bytes(ffi.buffer(self._out, len(plaintext) + TAG_SIZE))
 
-    def open(self, nonce: bytes, ciphertext: bytes) -> bytes | None:
-        """The plaintext, or None if the tag does not verify."""
+    def open(self, nonce: bytes, ciphertext: bytes | memoryview) -> bytes | None:
+        """The plaintext, or None if the tag does not verify. `ciphertext` may be a view."""
         if len(ciphertext) > self._max + TAG_SIZE:
             raise ValueError("message longer than this AEAD's buffer")
         if len(nonce) != NONCE_SIZE:
@@ -124,13 +125,13 @@ class ChunkAead:
         if len(ciphertext) < TAG_SIZE:
             return None
         if self._sodium is None:
-            return aead_open(self._key, nonce, ciphertext)
+            return aead_open(self._key, nonce, bytes(ciphertext))
         ffi, lib = self._sodium
         failed = lib.crypto_aead_chacha20poly1305_ietf_decrypt(
             self._out,
             self._out_len,
             ffi.NULL,
-            ciphertext,
+            ciphertext if isinstance(ciphertext, bytes) else ffi.from_buffer(ciphertext),
             len(ciphertext),
             ffi.NULL,
             0,

@@ -37,23 +37,31 @@ def sealed_size(plaintext_size: int) -> int:
     return plaintext_size + chunks * TAG_SIZE
 
 
-def _split_holding_last(pending: bytes, data: bytes, size: int) -> tuple[list[bytes], bytes]:
+Buffer = bytes | bytearray | memoryview
+
+
+def _split_holding_last(
+    pending: bytes, data: Buffer, size: int
+) -> tuple[list[bytes | memoryview], bytes]:
     """Cuts `pending + data` into chunks of `size`, keeping back the last 1..size bytes
-    (they may be the final chunk). Never concatenates more than one chunk's worth."""
+    (they may be the final chunk). The chunks are views of `data` where they can be (no
+    copy; valid only until the caller may change `data`), and what is kept back is always
+    a copy of its own."""
     if not data:
         return [], pending
-    chunks: list[bytes] = []
+    view = memoryview(data).cast("B")
+    chunks: list[bytes | memoryview] = []
     position = 0
     if pending:
         need = size - len(pending)
-        if len(data) <= need:
-            return chunks, pending + data
-        chunks.append(pending + data[:need])
+        if len(view) <= need:
+            return chunks, pending + bytes(view)
+        chunks.append(pending + bytes(view[:need]))
         position = need
-    while len(data) - position > size:
-        chunks.append(data[position : position + size])
+    while len(view) - position > size:
+        chunks.append(view[position : position + size])
         position += size
-    return chunks, (data[position:] if position else data)
+    return chunks, bytes(view[position:])
 
 
 class PayloadCipher:
@@ -65,10 +73,10 @@ class PayloadCipher:
             raise ValueError("payload key is 32 bytes")
         self._aead = ChunkAead(payload_key, CHUNK_SIZE)
 
-    def seal(self, counter: int, plaintext: bytes, final: bool) -> bytes:
+    def seal(self, counter: int, plaintext: bytes | memoryview, final: bool) -> bytes:
         return self._aead.seal(chunk_nonce(counter, final), plaintext)
 
-    def open(self, counter: int, sealed: bytes, final: bool) -> bytes:
+    def open(self, counter: int, sealed: bytes | memoryview, final: bool) -> bytes:
         """Raises PayloadError if the chunk was modified, moved, or its flag is wrong."""
         if len(sealed) > SEALED_CHUNK_SIZE:
             raise PayloadError("payload chunk longer than 64 KiB")
@@ -87,7 +95,7 @@ class StreamEncryptor:
         self._pending = b""  # at most one chunk, held back in case it is the last
         self._done = False
 
-    def update(self, data: bytes) -> list[bytes]:
+    def update(self, data: Buffer) -> list[bytes]:
         if self._done:
             raise ValueError("encryptor already finalized")
         chunks, self._pending = _split_holding_last(self._pending, data, CHUNK_SIZE)
@@ -101,7 +109,7 @@ class StreamEncryptor:
         self._pending = b""
         return [last]
 
-    def _seal(self, plaintext: bytes, final: bool) -> bytes:
+    def _seal(self, plaintext: bytes | memoryview, final: bool) -> bytes:
         sealed = self._cipher.seal(self._counter, plaintext, final)
         self._counter += 1
         return sealed
@@ -118,7 +126,7 @@ class StreamDecryptor:
         self._pending = b""  # at most one sealed chunk, which may be the final one
         self._done = False
 
-    def update(self, data: bytes) -> list[bytes]:
+    def update(self, data: Buffer) -> list[bytes]:
         if self._done:
             raise ValueError("decryptor already finalized")
         chunks, self._pending = _split_holding_last(self._pending, data, SEALED_CHUNK_SIZE)
@@ -136,7 +144,7 @@ class StreamDecryptor:
             raise PayloadError("payload ends with an empty final chunk")
         return [last]
 
-    def _open(self, sealed: bytes, final: bool) -> bytes:
+    def _open(self, sealed: bytes | memoryview, final: bool) -> bytes:
         plaintext = self._cipher.open(self._counter, sealed, final)
         self._counter += 1
         return plaintext

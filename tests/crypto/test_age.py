@@ -510,3 +510,31 @@ def test_open_payload_gives_random_access(identity: Identity) -> None:
         age.open_payload(sealed[:40], [identity])
     with pytest.raises(NoIdentityMatchError):
         age.open_payload(sealed[:4096], [Identity.generate()])
+
+
+def test_a_buffer_reused_by_the_caller_does_not_change_what_was_sealed(
+    identity: Identity,
+) -> None:
+    """update() reads its argument during the call only (chunks are sealed from views of
+    it, and only the held-back tail is copied): a caller may refill the same bytearray."""
+    payload = os.urandom(3 * 65536 + 1234)
+    encryptor = age.Encryptor([identity.recipient])
+    buffer = bytearray(100_000)
+    pieces: list[bytes] = []
+    for start in range(0, len(payload), len(buffer)):
+        piece = payload[start : start + len(buffer)]
+        buffer[: len(piece)] = piece
+        pieces += encryptor.update(memoryview(buffer)[: len(piece)])
+        buffer[:] = b"\xaa" * len(buffer)  # the caller scribbles over it at once
+    pieces += encryptor.finalize()
+    sealed = b"".join(pieces)
+    assert age.decrypt(sealed, [identity]) == payload
+    decryptor = age.Decryptor([identity])
+    opened: list[bytes] = []
+    for start in range(0, len(sealed), len(buffer)):
+        piece = sealed[start : start + len(buffer)]
+        buffer[: len(piece)] = piece
+        opened += decryptor.update(memoryview(buffer)[: len(piece)])
+        buffer[:] = b"\x55" * len(buffer)
+    opened += decryptor.finalize()
+    assert b"".join(opened) == payload
