@@ -89,6 +89,15 @@ def test_adding_a_language_is_one_file(tmp_path: Path) -> None:
     with TEMPLATE.open("rb") as f:
         french = read_po(f, locale="fr")
     french["Send"].string = "Envoyer"
+    # Without its own name and direction the file is refused at start-up, plainly.
+    with (tmp_path / "fr.po").open("wb") as f:
+        write_po(f, french)
+    with pytest.raises(ValueError, match=r"fr\.po: translate the language's name"):
+        Pages.load(tmp_path)
+    for msgid, translation in (("English", "français"), ("ltr", "ltr")):
+        entry = french.get(msgid, context="language")
+        assert entry is not None
+        entry.string = translation
     with (tmp_path / "fr.po").open("wb") as f:
         write_po(f, french)
     pages = Pages.load(tmp_path)
