@@ -13,9 +13,12 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -107,3 +110,26 @@ def verify_pinned(document: bytes, pin_path: Path) -> Directory:
         raise UserError(f"cannot read the directory pin: {exc.strerror}") from None
     write_private(pin_path, new_pin.to_json().encode())
     return directory
+
+
+async def fetch_directory(
+    session: aiohttp.ClientSession,
+    url: str,
+    pin_path: Path,
+    wait: float,
+    say: Callable[[str], None],
+) -> Directory:
+    """The relay's signed directory at `url`, verified against the pin (see
+    verify_pinned), retried while tor says "not yet" (a descriptor not published, an
+    introduction that failed) for at most `wait` seconds, each wait told to `say`.
+    Raises UserError."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return verify_pinned(await fetch_bytes(session, url, "directory"), pin_path)
+        except tor_client.TRANSPORT_ERRORS as exc:
+            explained = tor_client.explain(exc)
+            if explained is None or not explained.retryable or time.monotonic() > deadline:
+                raise unreachable(exc) from None
+            say(f"waiting for the onion service: {explained}")
+            await asyncio.sleep(3)

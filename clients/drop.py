@@ -49,14 +49,7 @@ from onion.errors import OnionError
 from relay.sanitize import SNIFF_BYTES, Refused, Stripping, detect, extension_for
 
 from . import outbox, sealing
-from .common import (
-    UserError,
-    end_progress,
-    fetch_bytes,
-    is_loopback_url,
-    unreachable,
-    verify_pinned,
-)
+from .common import UserError, end_progress, fetch_directory, is_loopback_url, unreachable
 from .upload import Gone, Unknown, Uploader, encode_metadata
 from .upload import Refused as UploadRefused
 
@@ -145,24 +138,6 @@ def _session(relay: str, tor_socks: str) -> aiohttp.ClientSession:
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=120, sock_read=300),
     )
-
-
-async def _directory(
-    session: aiohttp.ClientSession, relay: str, pin: Path, wait: float
-) -> Directory:
-    """The relay's signed directory, verified against the pin, retried while tor says
-    "not yet" for at most `wait` seconds. Raises UserError."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            document = await fetch_bytes(session, relay.rstrip("/") + "/directory", "directory")
-            return verify_pinned(document, pin)
-        except tor_client.TRANSPORT_ERRORS as exc:
-            explained = tor_client.explain(exc)
-            if explained is None or not explained.retryable or time.monotonic() > deadline:
-                raise unreachable(exc) from None
-            note(f"waiting for the onion service: {explained}")
-            await asyncio.sleep(3)
 
 
 @dataclass(frozen=True)
@@ -326,8 +301,12 @@ def show_codename(name: Codename) -> None:
 
 async def _prepare(args: argparse.Namespace, root: Path) -> tuple[Addressed, Codename]:
     async with _session(args.relay, args.tor_socks) as session:
-        directory = await _directory(
-            session, args.relay, outbox.pin_path(root, args.relay), args.wait
+        directory = await fetch_directory(
+            session,
+            args.relay.rstrip("/") + "/directory",
+            outbox.pin_path(root, args.relay),
+            args.wait,
+            note,
         )
     addressed = address(directory, args.to)
     return addressed, await asyncio.to_thread(codename, addressed.salt, args.codename_prompt)

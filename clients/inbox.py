@@ -46,7 +46,7 @@ from onion.errors import OnionError
 from relay.sanitize import extension_for
 
 from . import unpack
-from .common import UserError, end_progress, fetch_bytes, progress, unreachable, verify_pinned
+from .common import UserError, end_progress, fetch_directory, progress, unreachable
 
 PIN_NAME = ".directory-pin.json"
 INCOMING = ".incoming"
@@ -149,11 +149,6 @@ def _message(data: bytes) -> str:
         return str(json.loads(data).get("error", ""))
     except (ValueError, AttributeError):
         return ""
-
-
-async def check_directory(relay: Relay, out: Path) -> None:
-    document = await fetch_bytes(relay.session, relay.base + "/api/v1/directory", "directory")
-    verify_pinned(document, out / PIN_NAME)
 
 
 async def download(
@@ -349,22 +344,6 @@ async def _prepare_tor(args: argparse.Namespace) -> None:
     print(f"amanah-inbox: your tor has your client-auth key for {address}", file=sys.stderr)
 
 
-async def _first_contact(relay: Relay, out: Path, wait: float) -> None:
-    """The directory check, retried while tor says "not yet" (a descriptor not published,
-    an introduction that failed), for at most `wait` seconds."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            await check_directory(relay, out)
-            return
-        except tor_client.TRANSPORT_ERRORS as exc:
-            explained = tor_client.explain(exc)
-            if explained is None or not explained.retryable or time.monotonic() > deadline:
-                raise
-            progress(f"waiting for the onion service: {explained}")
-            await asyncio.sleep(3)
-
-
 async def fetch(args: argparse.Namespace) -> int:
     keys = Keys(args.identity)
     out = Path(args.out)
@@ -376,7 +355,8 @@ async def fetch(args: argparse.Namespace) -> int:
     ) as session:
         relay = Relay(session, args.relay)
         try:
-            await _first_contact(relay, out, args.wait)
+            url = relay.base + "/api/v1/directory"
+            await fetch_directory(session, url, out / PIN_NAME, args.wait, progress)
             await relay.login(keys.current)
             listing = await relay.json("GET", "/api/v1/drops")
             drops = listing["drops"]
