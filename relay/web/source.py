@@ -217,9 +217,7 @@ async def submit(request: web.Request) -> web.Response:
         )
         stored = True
         return response
-    except (ValueError, AssertionError, asyncio.IncompleteReadError, ConnectionResetError) as exc:
-        if isinstance(exc, ClientError):
-            raise
+    except (ValueError, AssertionError, asyncio.IncompleteReadError, ConnectionResetError):
         raise ClientError("the upload was cut off or malformed; nothing was kept") from None
     finally:
         if form is not None:
