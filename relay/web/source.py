@@ -145,19 +145,23 @@ async def _read_field(
         raise not_text from None
 
 
+def _require_csrf(request: web.Request, session: Session | None, token: str) -> None:
+    """Raises Forbidden unless `token` is the session's CSRF token."""
+    if not _context(request).sessions.csrf_ok(session, token):
+        raise _form_expired()
+
+
+def _form_expired() -> Forbidden:
+    return Forbidden("this form has expired; reload the page and send it again")
+
+
 async def _check_csrf(request: web.Request, reader: MultipartReader) -> tuple[str, Session]:
     session_id, session = _session(request)
     part = await reader.next()
     if not isinstance(part, BodyPartReader) or part.name != "csrf":
-        raise Forbidden("this form has expired; reload the page and send it again")
-    token = await _read_field(
-        part,
-        256,
-        Forbidden("this form has expired; reload the page and send it again"),
-        Forbidden("this form has expired; reload the page and send it again"),
-    )
-    if not _context(request).sessions.csrf_ok(session, token):
-        raise Forbidden("this form has expired; reload the page and send it again")
+        raise _form_expired()
+    token = await _read_field(part, 256, _form_expired(), _form_expired())
+    _require_csrf(request, session, token)
     return session_id, session
 
 
@@ -384,8 +388,7 @@ async def login(request: web.Request) -> web.Response:
         raise LimitExceeded("the form is too large")
     form = await request.post()
     _, session = _session(request)
-    if not context.sessions.csrf_ok(session, str(form.get("csrf", ""))):
-        raise Forbidden("this form has expired; reload the page and send it again")
+    _require_csrf(request, session, str(form.get("csrf", "")))
     try:
         codename = normalize_codename(str(form.get("codename", "")))
     except CodenameError as exc:
@@ -415,8 +418,7 @@ async def logout(request: web.Request) -> web.Response:
     context = _context(request)
     form = await request.post()
     session = context.sessions.get(request.cookies.get(COOKIE), time.time())
-    if not context.sessions.csrf_ok(session, str(form.get("csrf", ""))):
-        raise Forbidden("this form has expired; reload the page and send it again")
+    _require_csrf(request, session, str(form.get("csrf", "")))
     context.sessions.end(request.cookies.get(COOKIE))
     raise web.HTTPSeeOther("/")
 
