@@ -37,11 +37,8 @@ class Sessions:
 
     def get_or_create(self, session_id: str | None, now: float) -> tuple[str, Session]:
         """The live session for the cookie value, or a new one (new id)."""
-        self._expire(now)
-        if session_id is not None and session_id in self._sessions:
-            session = self._sessions.pop(session_id)  # re-inserted: most recently used last
-            session.last_used = now
-            self._sessions[session_id] = session
+        session = self.get(session_id, now)
+        if session_id is not None and session is not None:
             return session_id, session
         while len(self._sessions) >= MAX_SESSIONS:
             self._sessions.pop(next(iter(self._sessions)))
@@ -51,6 +48,7 @@ class Sessions:
         return new_id, session
 
     def get(self, session_id: str | None, now: float) -> Session | None:
+        """The live session for the cookie value, now used (None if there is none)."""
         self._expire(now)
         if session_id is None or session_id not in self._sessions:
             return None
