@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ipaddress
 import os
@@ -27,6 +28,7 @@ import aiohttp
 from crypto.directory import Directory, DirectoryPin, verify_directory
 from crypto.errors import CryptoError
 from onion import client as tor_client
+from onion.errors import OnionError
 
 
 class UserError(Exception):
@@ -38,18 +40,50 @@ class UserError(Exception):
         self.hint = hint
 
 
+_progress_open = False  # a progress line is on the terminal, not yet ended
+
+
 def progress(text: str) -> None:
     """One line of progress on stderr: rewritten in place on a terminal."""
+    global _progress_open
+    _progress_open = sys.stderr.isatty()
     print(
-        f"\r{text}\033[K" if sys.stderr.isatty() else text,
-        end="" if sys.stderr.isatty() else "\n",
+        f"\r{text}\033[K" if _progress_open else text,
+        end="" if _progress_open else "\n",
         file=sys.stderr,
     )
 
 
 def end_progress() -> None:
-    if sys.stderr.isatty():
+    """Ends the progress line on a terminal, if one is open, so the next line is its own."""
+    global _progress_open
+    if _progress_open:
         print(file=sys.stderr)
+        _progress_open = False
+
+
+def run_command(prog: str, args: argparse.Namespace, interrupted: str | None = None) -> int:
+    """The clients' dispatcher: runs `args.run(args)` (a coroutine under asyncio.run), and
+    turns what it raises into `PROG: error: ...` and `PROG: hint: ...` lines and an exit
+    code: 1 for a failure the person can act on, 2 for a bug (never a traceback), 130
+    when interrupted (then `interrupted`, if given, is said)."""
+    try:
+        result = args.run(args)
+        return asyncio.run(result) if asyncio.iscoroutine(result) else int(result)
+    except KeyboardInterrupt:
+        end_progress()
+        if interrupted:
+            print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
+    except (UserError, OnionError) as exc:
+        end_progress()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"{prog}: hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the dispatcher: a bug is reported, never a traceback
+        print(f"{prog}: error: unexpected {type(exc).__name__}", file=sys.stderr)
+        return 2
 
 
 def is_loopback_url(url: str) -> bool:

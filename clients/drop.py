@@ -45,11 +45,17 @@ from crypto.directory import Directory
 from crypto.errors import CodenameError
 from crypto.keys import Recipient
 from onion import client as tor_client
-from onion.errors import OnionError
 from relay.sanitize import SNIFF_BYTES, Refused, Stripping, detect, extension_for
 
 from . import outbox, sealing
-from .common import UserError, end_progress, fetch_directory, is_loopback_url, unreachable
+from .common import (
+    UserError,
+    end_progress,
+    fetch_directory,
+    is_loopback_url,
+    run_command,
+    unreachable,
+)
 from .upload import Gone, Unknown, Uploader, encode_metadata
 from .upload import Refused as UploadRefused
 
@@ -576,20 +582,5 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        result = args.run(args)
-        return asyncio.run(result) if asyncio.iscoroutine(result) else int(result)
-    except KeyboardInterrupt:
-        end_progress()
-        note("interrupted; run the same command again to carry on")
-        return 130
-    except (UserError, OnionError) as exc:
-        end_progress()
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        if exc.hint:
-            print(f"{PROG}: hint: {exc.hint}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # the dispatcher: a bug is reported, never a traceback
-        print(f"{PROG}: error: unexpected {type(exc).__name__}", file=sys.stderr)
-        return 2
+    interrupted = "interrupted; run the same command again to carry on"
+    return run_command(PROG, parser().parse_args(argv), interrupted)

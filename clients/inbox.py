@@ -42,11 +42,17 @@ from crypto.card import MemberIdentity
 from crypto.errors import CryptoError
 from crypto.keys import VerifyKey
 from onion import client as tor_client
-from onion.errors import OnionError
 from relay.sanitize import extension_for
 
 from . import unpack
-from .common import UserError, end_progress, fetch_directory, progress, unreachable
+from .common import (
+    UserError,
+    end_progress,
+    fetch_directory,
+    progress,
+    run_command,
+    unreachable,
+)
 
 PIN_NAME = ".directory-pin.json"
 INCOMING = ".incoming"
@@ -513,20 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        result = args.run(args)
-        return asyncio.run(result) if asyncio.iscoroutine(result) else int(result)
-    except KeyboardInterrupt:
-        return 130
-    except (UserError, OnionError) as exc:
-        print(f"amanah-inbox: error: {exc}", file=sys.stderr)
-        if exc.hint:
-            print(f"amanah-inbox: hint: {exc.hint}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # the dispatcher: a bug is reported, never a traceback
-        print(f"amanah-inbox: error: unexpected {type(exc).__name__}", file=sys.stderr)
-        return 2
+    return run_command("amanah-inbox", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
