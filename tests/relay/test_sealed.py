@@ -288,11 +288,11 @@ def with_foreign_stanza(sealed: bytes) -> bytes:
     return sealed[:first] + b"-> ssh-ed25519 AAAA\nAAAA\n" + sealed[first:]
 
 
-def payload_cut(sealed: bytes) -> bytes:
-    """The header and nonce whole, then all but a few bytes of a one-chunk payload cut."""
+def payload_cut(sealed: bytes, keep: int = 10) -> bytes:
+    """The header and nonce whole, then only `keep` bytes of the payload."""
     end = sealed.index(b"\n---") + 1
     end = sealed.index(b"\n", end) + 1 + 16
-    return sealed[: end + 10]
+    return sealed[: end + keep]
 
 
 COMPLETION = {
@@ -310,6 +310,18 @@ COMPLETION = {
         "beta",
     ),
     "a payload cut short": (lambda r: payload_cut(sealed_to(r.alice)), "truncated", None),
+    # Whole chunks, then a last one too short to hold its tag, or a bare tag (an empty last
+    # chunk after data): the shape alone shows these were cut.
+    "a last chunk shorter than its tag": (
+        lambda r: payload_cut(sealed_to(r.alice, size=100_000), 65536 + 16 + 10),
+        "truncated",
+        None,
+    ),
+    "a bare tag after whole chunks": (
+        lambda r: payload_cut(sealed_to(r.alice, size=100_000), 65536 + 16 + 16),
+        "truncated",
+        None,
+    ),
 }
 
 
