@@ -1,5 +1,6 @@
-"""What both web apps share: the context object, security headers, and the one place
-that turns exceptions into responses.
+"""What both web apps share: the context object, security headers, the one place that
+turns exceptions into responses, and the one way a drop sealed on the relay is stored
+(the form and a tus upload both end there).
 
 Rules:
 - every response carries a strict Content-Security-Policy, `frame-ancestors 'none'`, no
@@ -16,19 +17,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
+from .. import blobs, ingest
 from ..auth import Authenticator
 from ..config import Config
 from ..datadir import RelayKeys
 from ..errors import RelayError
 from ..sanitize import Sanitizer
-from ..staging import StagingArea
-from ..store import Store
+from ..staging import StagedFile, StagingArea
+from ..store import NewSource, Store
 from .i18n import Pages
 from .sessions import Sessions
 
@@ -88,6 +90,45 @@ class RelayContext:
 
 
 CONTEXT = web.AppKey("context", RelayContext)
+
+
+async def store_drop(
+    context: RelayContext,
+    routing: ingest.Routing,
+    staged: Sequence[StagedFile],
+    *,
+    message: str | None = None,
+    reply_to: ingest.ReplyTo | None = None,
+    send_originals: bool = False,
+    source_login: str | None = None,
+    new_source: NewSource | None = None,
+) -> tuple[str, ingest.SealedDrop]:
+    """Sanitizes and seals a drop on the relay (in a worker thread, `context.sealing` at a
+    time), then records it, with its new source if it has one. Returns the drop's id and
+    what was sealed and refused. Raises what `ingest.seal_drop_with_refusals` and
+    `Store.add_drop` raise; nothing of the drop is left on disk then."""
+    drop_id = ingest.new_drop_id()
+    created = ingest.hour(int(time.time()))
+    async with context.sealing:
+        sealed = await asyncio.to_thread(
+            ingest.seal_drop_with_refusals,
+            context.config.blobs,
+            drop_id,
+            created,
+            message,
+            staged,
+            routing,
+            context.sanitizer,
+            reply_to,
+            send_originals,
+        )
+    record = ingest.drop_record(drop_id, source_login, created, sealed.blobs, routing)
+    try:
+        await context.store.add_drop(record, new_source)
+    except BaseException:
+        await asyncio.to_thread(blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id))
+        raise
+    return drop_id, sealed
 
 
 def templates() -> Pages:

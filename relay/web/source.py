@@ -36,7 +36,7 @@ from crypto import age
 from crypto.codename import derive_codename_keys, generate_codename, normalize_codename
 from crypto.errors import AgeError, CodenameError
 
-from .. import blobs, ingest
+from .. import ingest
 from ..errors import ClientError, Forbidden, LimitExceeded, RelayError, Unauthorized
 from ..staging import StagedFile
 from ..store import NewSource
@@ -47,6 +47,7 @@ from .common import (
     RelayContext,
     error_middleware,
     source_security_headers,
+    store_drop,
 )
 from .i18n import Language
 from .sessions import COOKIE, Session
@@ -325,7 +326,6 @@ async def _store_drop(
     if not text and not staged:
         raise ClientError("nothing to send: write a message or choose a file")
     routing = ingest.route(await context.store.list_contacts(), requested)
-    now = int(time.time())
     codename, new_source = None, None
     if session.login_id is None:
         codename = generate_codename()
@@ -335,36 +335,23 @@ async def _store_drop(
             )
         login_id, reply_recipient = keys.login_id, str(keys.reply_identity.recipient)
         reply_handle = ingest.new_drop_id()
-        new_source = NewSource(login_id, reply_recipient, reply_handle, now)
+        new_source = NewSource(login_id, reply_recipient, reply_handle, int(time.time()))
     else:
         login_id = session.login_id
         source = await context.store.get_source(login_id)
         if source is None:
             raise Unauthorized("your session has ended; log in again")
         _, reply_recipient, reply_handle = source
-    drop_id = ingest.new_drop_id()
-    created = ingest.hour(now)
-    async with context.sealing:
-        sealed_drop = await asyncio.to_thread(
-            ingest.seal_drop_with_refusals,
-            context.config.blobs,
-            drop_id,
-            created,
-            text or None,
-            staged,
-            routing,
-            context.sanitizer,
-            ingest.ReplyTo(reply_recipient, reply_handle),
-            send_originals,
-        )
-    sealed = sealed_drop.blobs
-    try:
-        await context.store.add_drop(
-            ingest.drop_record(drop_id, login_id, created, sealed, routing), new_source
-        )
-    except BaseException:
-        await asyncio.to_thread(blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id))
-        raise
+    _, sealed_drop = await store_drop(
+        context,
+        routing,
+        staged,
+        message=text or None,
+        reply_to=ingest.ReplyTo(reply_recipient, reply_handle),
+        send_originals=send_originals,
+        source_login=login_id,
+        new_source=new_source,
+    )
     session.login_id = login_id
     return _page(
         request,

@@ -48,7 +48,7 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-from .. import blobs, ingest
+from .. import ingest
 from .. import sealed as on_device
 from ..errors import (
     ClientError,
@@ -61,7 +61,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..staging import StagedFile
-from .common import CONTEXT, RelayContext
+from .common import CONTEXT, RelayContext, store_drop
 from .sessions import COOKIE
 
 TUS_VERSION = "1.0.0"
@@ -438,25 +438,7 @@ async def _store(context: RelayContext, upload: Upload) -> None:
         await on_device.complete(context, upload.staged, on_device.parse(upload.metadata))
         return
     routing = ingest.route(await context.store.list_contacts(), list(upload.contacts))
-    drop_id = ingest.new_drop_id()
-    created = ingest.hour(int(time.time()))
-    async with context.sealing:
-        sealed = await asyncio.to_thread(
-            ingest.seal_drop,
-            context.config.blobs,
-            drop_id,
-            created,
-            None,
-            [upload.staged],
-            routing,
-            context.sanitizer,
-            None,
-        )
-    try:
-        await context.store.add_drop(ingest.drop_record(drop_id, None, created, sealed, routing))
-    except BaseException:
-        await asyncio.to_thread(blobs.delete_tree, context.config.blobs, ingest.drop_path(drop_id))
-        raise
+    await store_drop(context, routing, [upload.staged])
 
 
 async def terminate(request: web.Request) -> web.Response:

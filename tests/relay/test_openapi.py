@@ -58,7 +58,7 @@ from relay import config as configuration
 from relay import contacts, datadir, ingest, server
 from relay.store import Store
 from relay.web import journalist, source
-from relay.web.common import RelayContext
+from relay.web.common import RelayContext, store_drop
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 SCHEMA = schemathesis.openapi.from_path(DOCUMENT)
@@ -154,25 +154,19 @@ def free_port() -> int:
 
 
 async def seed_drop(context: RelayContext, login_id: str, reply_handle: str) -> str:
-    """A drop from a (codename-less) source, sealed exactly as the form path seals one."""
+    """A drop from a (codename-less) source, sealed and stored by the form path's own
+    `store_drop`."""
     store = context.store
     reply_identity = MemberIdentity.generate().identity
     await store.add_source(login_id, str(reply_identity.recipient), reply_handle, 1_700_000_000)
-    routing = ingest.route(await store.list_contacts(), [])
-    drop_id = ingest.new_drop_id()
-    created = ingest.hour(int(time.time()))
-    sealed = await asyncio.to_thread(
-        ingest.seal_drop,
-        context.config.blobs,
-        drop_id,
-        created,
-        "a testimony long enough to ask for a range of it",
+    drop_id, _ = await store_drop(
+        context,
+        ingest.route(await store.list_contacts(), []),
         [],
-        routing,
-        context.sanitizer,
-        ingest.ReplyTo(str(reply_identity.recipient), reply_handle),
+        message="a testimony long enough to ask for a range of it",
+        reply_to=ingest.ReplyTo(str(reply_identity.recipient), reply_handle),
+        source_login=login_id,
     )
-    await store.add_drop(ingest.drop_record(drop_id, login_id, created, sealed, routing))
     return drop_id
 
 
