@@ -56,7 +56,7 @@ STATIC = Path(__file__).parent / "static"
 # Multipart framing around the files: boundaries, part headers, the small fields.
 FORM_OVERHEAD = 1 << 20
 MAX_CONTACT_FIELDS = 64  # far more than any relay registers; bounds a list built in RAM
-UPLOAD_ID = re.compile(r"[0-9a-f]{32}")  # the path part after /uploads/
+UPLOAD_ID = re.compile(tus.UPLOAD_ID)
 # This request's (session id, Session), looked up once.
 SESSION = web.RequestKey("session", tuple[str, Session])
 READ_SIZE = 1 << 20  # measured: 1 MiB reads of multipart parts are ~60% faster than 64 KiB

@@ -65,6 +65,7 @@ from .common import CONTEXT, RelayContext, store_drop
 from .sessions import COOKIE
 
 TUS_VERSION = "1.0.0"
+UPLOAD_ID = "[0-9a-f]{32}"  # an upload's id, the path part after /uploads/ (token_hex(16))
 EXTENSIONS = "creation,termination,expiration"
 # Kept after the last byte: long enough to outlast a lost circuit and a new one, short
 # enough that abandoned uploads do not pile up.
@@ -460,7 +461,8 @@ def add_routes(app: web.Application) -> None:
     app[UPLOADS] = Uploads()
     app.router.add_route("OPTIONS", "/uploads", options)
     app.router.add_post("/uploads", create)
-    app.router.add_route("HEAD", "/uploads/{upload_id:[0-9a-f]{32}}", status)
-    app.router.add_patch("/uploads/{upload_id:[0-9a-f]{32}}", append)
-    app.router.add_delete("/uploads/{upload_id:[0-9a-f]{32}}", terminate)
+    upload = f"/uploads/{{upload_id:{UPLOAD_ID}}}"
+    app.router.add_route("HEAD", upload, status)
+    app.router.add_patch(upload, append)
+    app.router.add_delete(upload, terminate)
     app.router.add_get("/directory", on_device.directory)  # for amanah-drop (relay/sealed.py)
