@@ -57,7 +57,7 @@ from crypto.keys import VerifyKey
 from relay import config as configuration
 from relay import contacts, datadir, ingest, server
 from relay.store import Store
-from relay.web import journalist, source
+from relay.web import common, journalist, source
 from relay.web.common import RelayContext, store_drop
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
@@ -607,6 +607,43 @@ def test_source_app_routes_no_api_path(relay: Relay) -> None:
         response = requests.request(method, url, timeout=10)
         assert response.status_code == 404, (method, path)
         assert response.headers["Content-Type"].startswith("text/html")
+
+
+def test_every_answer_carries_the_security_headers(relay: Relay, token: str) -> None:
+    """Pages, files, JSON, tus answers and every kind of error, on both ports (the
+    description's "Headers on every response"; the source pages' CSP adds their script)."""
+    blob = f"/api/v1/drops/{relay.drop_id}/blobs/manifest"
+    journalist_answers = [
+        ("GET", "/api/v1/directory", {}, 200),
+        ("GET", blob, bearer(token), 200),  # a file response
+        ("GET", blob, {**bearer(token), "Range": "bytes=99999999-"}, 416),
+        ("GET", "/api/v1/drops", {}, 401),
+        ("GET", "/nowhere", {}, 404),  # the router's
+        ("PUT", "/api/v1/drops", {}, 405),
+    ]
+    source_answers = [
+        ("GET", "/", {}, 200),
+        ("GET", "/static/style.css", {}, 200),
+        ("GET", "/nowhere", {}, 404),
+        ("POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, 403),
+        ("OPTIONS", "/uploads", {}, 204),
+        ("POST", "/uploads", {}, 412),  # no Tus-Resumable: a tus client's plain-text error
+        ("HEAD", "/uploads/" + "0" * 32, {"Tus-Resumable": "1.0.0"}, 404),
+    ]
+    for base, answers, expected in (
+        (relay.base, journalist_answers, common.SECURITY_HEADERS),
+        (relay.source_base, source_answers, common.SOURCE_HEADERS),
+    ):
+        for method, path, headers, status in answers:
+            response = requests.request(method, base + path, headers=headers, timeout=10)
+            assert response.status_code == status, (method, path, response.text)
+            got = {name: response.headers.get(name) for name in expected}
+            assert got == expected, (method, path)
+            policy = response.headers["Content-Security-Policy"]
+            assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+            assert ("script-src 'self'" in policy) is (base == relay.source_base)
+            assert response.headers["Cache-Control"] == "no-store"
+            assert response.headers["Server"] == "Amanah"
 
 
 # Where the relay breaks its own contract.
