@@ -17,12 +17,10 @@ from crypto.keys import SigningKey
 from onion.address import ClientAuthKey
 
 from .errors import ClientError, NotFound
-from .store import Contact, Store
-
-MemberRow = tuple[str, str, str, str]  # fingerprint, card, recipient, verify_key
+from .store import Contact, MemberKeys, Store
 
 
-def parse_card(text: str) -> tuple[MemberCard, MemberRow]:
+def parse_card(text: str) -> tuple[MemberCard, MemberKeys]:
     """A member card from the command line. Raises ClientError with a hint."""
     try:
         card = MemberCard.parse(text)
@@ -30,8 +28,10 @@ def parse_card(text: str) -> tuple[MemberCard, MemberRow]:
         raise ClientError(
             f"not a valid member card ({exc}); it is the line `amanah-inbox keygen` printed"
         ) from None
-    row = (card.recipient.fingerprint, card.encode(), str(card.recipient), str(card.verify_key))
-    return card, row
+    keys = MemberKeys(
+        card.recipient.fingerprint, card.encode(), str(card.recipient), str(card.verify_key)
+    )
+    return card, keys
 
 
 def _directory_contact(contact: Contact) -> DirectoryContact:
@@ -78,12 +78,13 @@ async def add_contact(
     hand over once. Raises ClientError for a bad name or card, Conflict if it exists."""
     if not cards:
         raise ClientError("a contact needs at least one --member CARD")
-    rows = [parse_card(c)[1] for c in cards]
+    parsed = [parse_card(c) for c in cards]
+    rows = [keys for _, keys in parsed]
     try:  # validate exactly as the directory will, before anything is stored
-        DirectoryContact(name, description, tuple(MemberCard.parse(r[1]) for r in rows))
+        DirectoryContact(name, description, tuple(card for card, _ in parsed))
     except ValueError as exc:
         raise ClientError(str(exc)) from None
-    issued = [(row[0], ClientAuthKey.generate()) for row in rows]
+    issued = [(row.fingerprint, ClientAuthKey.generate()) for row in rows]
     await store.add_contact(
         name,
         description,
@@ -112,4 +113,4 @@ async def rotate_member(
     await store.replace_member(
         name, old.recipient.fingerprint, new_row, now, onion_auth=auth.public_base32
     )
-    return new_row[0], auth
+    return new_row.fingerprint, auth
