@@ -136,20 +136,6 @@ def templates() -> Pages:
     return Pages.load()
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers.update(SECURITY_HEADERS)
-    return response
-
-
-@web.middleware
-async def source_security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers.update(SOURCE_HEADERS)
-    return response
-
-
 async def _record(request: web.Request, kind: str) -> None:
     """Keeps the error for `amanah status`: its type and the route, never the request."""
     route = request.match_info.route.resource
@@ -162,16 +148,16 @@ async def _record(request: web.Request, kind: str) -> None:
         pass
 
 
-def error_middleware(
-    render: Callable[[web.Request, int, str], web.Response],
-    headers: dict[str, str] = SECURITY_HEADERS,
+def boundary(
+    render: Callable[[web.Request, int, str], web.Response], headers: dict[str, str]
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Maps exceptions to responses with `render(request, status, message)`."""
+    """An app's one middleware: maps exceptions to responses with `render(request, status,
+    message)`, and puts `headers` on every response, answer or error."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response = await handler(request)
         except RelayError as exc:
             response = render(request, exc.status, str(exc))
         except web.HTTPException as exc:

@@ -34,7 +34,7 @@ from .. import blobs, ingest
 from ..auth import canonical_key
 from ..errors import ClientError, LimitExceeded, NotFound, Unauthorized
 from ..store import Blob, Drop, Member, Reply
-from .common import CONTEXT, RelayContext, error_middleware, security_headers
+from .common import CONTEXT, SECURITY_HEADERS, RelayContext, boundary
 
 _DROP_ID = re.compile(r"[0-9a-f]{32}")
 # `sealed`: the one blob of a drop sealed on the source's device (relay/sealed.py).
@@ -247,7 +247,7 @@ async def reply(request: web.Request) -> web.Response:
 
 def make_app(context: RelayContext) -> web.Application:
     app = web.Application(
-        middlewares=[security_headers, error_middleware(_json_error)],
+        middlewares=[boundary(_json_error, SECURITY_HEADERS)],
         client_max_size=context.config.limits.max_reply_bytes + 64 * 1024,
     )
     app[CONTEXT] = context

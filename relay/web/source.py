@@ -45,8 +45,7 @@ from .common import (
     CONTEXT,
     SOURCE_HEADERS,
     RelayContext,
-    error_middleware,
-    source_security_headers,
+    boundary,
     store_drop,
 )
 from .i18n import Language
@@ -412,7 +411,7 @@ async def logout(request: web.Request) -> web.Response:
 
 def make_app(context: RelayContext) -> web.Application:
     app = web.Application(
-        middlewares=[source_security_headers, error_middleware(_error_page, SOURCE_HEADERS)],
+        middlewares=[boundary(_error_page, SOURCE_HEADERS)],
         # Form uploads are streamed by the handler; this bounds only request.post() forms.
         client_max_size=64 * 1024,
     )
