@@ -33,7 +33,7 @@ from crypto.errors import HeaderError
 from .. import blobs, ingest
 from ..auth import canonical_key
 from ..errors import ClientError, LimitExceeded, NotFound, Unauthorized
-from ..store import Blob, Drop, Member, Reply
+from ..store import Blob, Contact, Drop, Member, Reply
 from .common import CONTEXT, SECURITY_HEADERS, RelayContext, boundary
 
 _DROP_ID = re.compile(r"[0-9a-f]{32}")
@@ -100,17 +100,16 @@ async def _drop_for(request: web.Request, member: Member) -> Drop:
     return await store.get_drop(drop_id)
 
 
-async def _visible_blobs(request: web.Request, member: Member, drop: Drop) -> list[Blob]:
-    """A drop's blobs as this member's contact may fetch them: originals (sealed only to
-    contacts that accept them) are neither listed nor served to any other contact."""
-    contact = await _context(request).store.get_contact(member.contact)
+def _visible_blobs(contact: Contact, drop: Drop) -> list[Blob]:
+    """A drop's blobs as this contact may fetch them: originals (sealed only to contacts
+    that accept them) are neither listed nor served to any other contact."""
     return [
         b for b in drop.blobs if contact.accepts_originals or not b.name.startswith("original-")
     ]
 
 
-async def _drop_json(request: web.Request, member: Member, drop: Drop) -> dict[str, Any]:
-    blobs = await _visible_blobs(request, member, drop)
+async def _drop_json(request: web.Request, contact: Contact, drop: Drop) -> dict[str, Any]:
+    blobs = _visible_blobs(contact, drop)
     # A drop sealed on the device cannot carry the reply handle (the relay makes it when
     # it registers the source), so the listing gives it; the reply key is in the drop.
     source = None
@@ -161,25 +160,30 @@ async def token(request: web.Request) -> web.Response:
 
 async def list_drops(request: web.Request) -> web.Response:
     member = await _member(request)
-    drops = await _context(request).store.list_drops(member.contact)
-    listed = [await _drop_json(request, member, d) for d in drops]
+    store = _context(request).store
+    drops = await store.list_drops(member.contact)
+    contact = await store.get_contact(member.contact)  # once, not once per drop
+    listed = [await _drop_json(request, contact, d) for d in drops]
     return web.json_response({"contact": member.contact, "drops": listed})
 
 
 async def get_drop(request: web.Request) -> web.Response:
     member = await _member(request)
-    return web.json_response(await _drop_json(request, member, await _drop_for(request, member)))
+    drop = await _drop_for(request, member)
+    contact = await _context(request).store.get_contact(member.contact)
+    return web.json_response(await _drop_json(request, contact, drop))
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     member = await _member(request)
     drop = await _drop_for(request, member)
     name = request.match_info["name"]
-    visible = await _visible_blobs(request, member, drop)
-    if not _BLOB_NAME.fullmatch(name) or name not in {b.name for b in visible}:
+    contact = await _context(request).store.get_contact(member.contact)
+    blob = next((b for b in _visible_blobs(contact, drop) if b.name == name), None)
+    if not _BLOB_NAME.fullmatch(name) or blob is None:
         raise NotFound("no such blob")
     path = _context(request).drops_root / drop.id / name
-    size = next((b.size for b in drop.blobs if b.name == name), 0)
+    size = blob.size
     try:
         requested = request.http_range
     except ValueError:
