@@ -22,6 +22,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from crypto.codename import SALT_SIZE
 from crypto.errors import KeyEncodingError
 from crypto.keys import SigningKey
 from onion import keys as onion_keys
@@ -32,7 +33,6 @@ from .errors import ConfigError, Conflict
 
 DIRECTORY_KEY = "directory.key"
 CODENAME_SALT = "codename.salt"
-SALT_SIZE = 16  # Argon2id's salt size in libsodium
 
 
 @dataclass(frozen=True)
