@@ -515,6 +515,29 @@ async def token_for(session: aiohttp.ClientSession, base: str, member: MemberIde
     return str(body["token"])
 
 
+async def _listing(session: aiohttp.ClientSession, relay: RelayProcess, token: str) -> list[Any]:
+    status, body = await api_json(session, relay.journalist_url + "/api/v1/drops", token=token)
+    assert status == 200, body
+    return list(body["drops"])
+
+
+async def waiting_drops(relay: RelayProcess, member: Member) -> list[dict[str, Any]]:
+    """The drops waiting for the member's contact, as the API lists them."""
+    async with aiohttp.ClientSession() as session:
+        token = await token_for(session, relay.journalist_url, member.identity)
+        return await _listing(session, relay, token)
+
+
+async def ack_all(relay: RelayProcess, member: Member) -> None:
+    """Acknowledges every drop waiting for the member's contact (tidying between tests)."""
+    async with aiohttp.ClientSession() as session:
+        token = await token_for(session, relay.journalist_url, member.identity)
+        for drop in await _listing(session, relay, token):
+            url = f"{relay.journalist_url}/api/v1/drops/{drop['id']}/ack"
+            status, body = await api_json(session, url, "POST", token=token)
+            assert status == 200, body
+
+
 # --- raw HTTP -----------------------------------------------------------------------------
 
 

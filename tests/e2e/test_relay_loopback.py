@@ -51,6 +51,7 @@ from tests.relayharness import (
     source_session,
     submit,
     token_for,
+    waiting_drops,
     write_random_file,
 )
 
@@ -165,13 +166,7 @@ async def send_drop(relay: RelayProcess, message: str, uploads: list[Upload]) ->
 
 
 async def waiting(relay: RelayProcess, member: Member) -> list[str]:
-    async with aiohttp.ClientSession() as session:
-        token = await token_for(session, relay.journalist_url, member.identity)
-        status, listing = await api_json(
-            session, relay.journalist_url + "/api/v1/drops", token=token
-        )
-        assert status == 200, listing
-        return [d["id"] for d in listing["drops"]]
+    return [drop["id"] for drop in await waiting_drops(relay, member)]
 
 
 async def read_replies(relay: RelayProcess, codename: str) -> list[str]:

@@ -25,8 +25,8 @@ from tests.relayharness import (
     Member,
     RelayPool,
     RelayProcess,
+    ack_all,
     add_contact,
-    api_json,
     codename_of,
     error_of,
     forward_unsupported,
@@ -36,7 +36,7 @@ from tests.relayharness import (
     set_limits,
     source_session,
     submit,
-    token_for,
+    waiting_drops,
 )
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -57,22 +57,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RelayProce
         yield pool.new(data), member, data
 
 
-def raw(port: int, request: bytes, body: bytes = b"", cut_after: int | None = None) -> bytes:
-    """Sends a request by hand; with `cut_after`, closes the connection after that many
-    body bytes, as a dropped circuit would. Returns the raw answer (empty if cut)."""
+def cut_off(port: int, request: bytes, body: bytes, cut_after: int) -> None:
+    """Sends a request by hand and closes the connection after `cut_after` body bytes, as
+    a dropped circuit would."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
-        if cut_after is not None:
-            sock.sendall(body[:cut_after])
-            sock.shutdown(socket.SHUT_RDWR)
-            return b""
-        sock.sendall(body)
-        chunks = []
-        while data := sock.recv(65536):
-            chunks.append(data)
-            if b"\r\n\r\n" in b"".join(chunks):
-                break
-        return b"".join(chunks)
+        sock.sendall(body[:cut_after])
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 async def call(
@@ -103,27 +94,9 @@ async def offset(relay: RelayProcess, location: str) -> int:
     return int(answer["Upload-Offset"])
 
 
-async def waiting_drops(relay: RelayProcess, member: Member) -> list[dict[str, object]]:
-    async with aiohttp.ClientSession() as session:
-        token = await token_for(session, relay.journalist_url, member.identity)
-        status, listing = await api_json(
-            session, relay.journalist_url + "/api/v1/drops", token=token
-        )
-        assert status == 200
-        return list(listing["drops"])
-
-
-async def ack_all(relay: RelayProcess, member: Member) -> None:
-    async with aiohttp.ClientSession() as session:
-        token = await token_for(session, relay.journalist_url, member.identity)
-        for drop in await waiting_drops(relay, member):
-            url = f"{relay.journalist_url}/api/v1/drops/{drop['id']}/ack"
-            await api_json(session, url, "POST", token=token)
-
-
-def opened_item(data: Path, drop_id: str, member: Member) -> bytes:
-    """The file of a one-file drop, opened by the real age tool."""
-    sealed = data / "blobs" / "drops" / drop_id / "item-1"
+def opened_blob(data: Path, drop_id: str, name: str, member: Member) -> bytes:
+    """A blob of a stored drop, opened by the real age tool."""
+    sealed = data / "blobs" / "drops" / drop_id / name
     done = subprocess.run(
         [AGE, "-d", "-i", str(member.identity_file), str(sealed)],
         capture_output=True,
@@ -131,6 +104,11 @@ def opened_item(data: Path, drop_id: str, member: Member) -> bytes:
         timeout=60,
     )
     return done.stdout
+
+
+def opened_item(data: Path, drop_id: str, member: Member) -> bytes:
+    """The file of a one-file drop."""
+    return opened_blob(data, drop_id, "item-1", member)
 
 
 # --- the protocol ---------------------------------------------------------------------------
@@ -249,7 +227,7 @@ async def test_cut_connections_resume_byte_identical(
             f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {at}\r\n"
             f"Content-Length: {len(remaining)}\r\n\r\n"
         ).encode()
-        await asyncio.to_thread(raw, relay.source_port, head, remaining, cut)
+        await asyncio.to_thread(cut_off, relay.source_port, head, remaining, cut)
         for _ in range(50):  # the relay notices the cut and keeps what arrived
             now = await offset(relay, location)
             if now > at:
@@ -319,17 +297,6 @@ def held_form(
 def drop_count(data: Path) -> int:
     drops = data / "blobs" / "drops"
     return sum(1 for p in drops.iterdir() if p.is_dir()) if drops.exists() else 0
-
-
-def opened_blob(data: Path, drop_id: str, name: str, member: Member) -> bytes:
-    sealed = data / "blobs" / "drops" / drop_id / name
-    done = subprocess.run(
-        [AGE, "-d", "-i", str(member.identity_file), str(sealed)],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    return done.stdout
 
 
 async def head_status(session: aiohttp.ClientSession, relay: RelayProcess, upload_id: str) -> int:
