@@ -30,7 +30,7 @@ import aiohttp
 
 from onion import client as tor_client
 
-from .common import UserError, progress
+from .common import UserError, progress, unreachable
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PIECE = 256 * 1024  # read and sent per step; a Tor stream's window is far smaller anyway
@@ -200,7 +200,7 @@ class Uploader:
             except tor_client.TRANSPORT_ERRORS as exc:
                 explained = tor_client.explain(exc)
                 if explained is not None and not explained.retryable:
-                    raise UserError(f"cannot reach the relay through Tor: {explained}") from None
+                    raise unreachable(exc) from None
                 reached_end = reached_end or self.transfer.at_end
             if time.monotonic() - stalled_since > self.patience:
                 raise UserError(
