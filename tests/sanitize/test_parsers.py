@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,7 +59,23 @@ def _mutated(draw: st.DrawFn, kind: str) -> bytes:
             del data[max(2, start) :]
         if len(data) < 4:
             break
+    if kind == "png" and draw(st.booleans()):
+        _fix_png_checksums(data)
     return bytes(data)
+
+
+def _fix_png_checksums(data: bytearray) -> None:
+    """Recomputes each chunk's CRC, as far as the lengths hold: a change inside a chunk
+    then reaches the allowlist and the decoder instead of stopping at the checksum (counted:
+    of 400 mutated PNGs, 1 was accepted without this, 14 with it)."""
+    position = len(chunks.PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        end = position + 12 + length
+        if end > len(data):
+            return
+        data[end - 4 : end] = struct.pack(">I", zlib.crc32(data[position + 4 : end - 4]))
+        position = end
 
 
 def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
@@ -89,6 +106,10 @@ def _webp_kinds(data: bytes) -> list[bytes]:
         position += 8 + size + (size & 1)
     return kinds
 
+
+# Chunks that carry metadata (chunks.py's rules), checked apart from the code's own allowlist.
+PNG_METADATA = frozenset({b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME", b"iCCP"})
+WEBP_METADATA = frozenset({b"EXIF", b"XMP ", b"ICCP"})
 
 MUTATIONS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -130,6 +151,7 @@ def test_png_chunks_on_mutated_files(data: bytes) -> None:
     out = _clean_or_value_error(chunks.strip_png, data)
     if out:
         assert set(_png_kinds(out)) <= chunks.PNG_KEPT
+        assert not set(_png_kinds(out)) & PNG_METADATA
 
 
 @MUTATIONS
@@ -138,6 +160,7 @@ def test_webp_chunks_on_mutated_files(data: bytes) -> None:
     out = _clean_or_value_error(chunks.strip_webp, data)
     if out:
         assert set(_webp_kinds(out)) <= chunks.WEBP_KEPT
+        assert not set(_webp_kinds(out)) & WEBP_METADATA
         if out[12:16] == b"VP8X":
             assert out[20] & 0x2C == 0  # no ICC, EXIF or XMP announced
 
