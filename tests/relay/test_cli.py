@@ -226,6 +226,41 @@ def test_a_readable_key_file_is_warned_about(data: Path) -> None:
     assert len(warnings) == 1 and "codename.salt" in warnings[0], ran.err
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "needle"),
+    [
+        ("directory.key", None, "missing key file directory.key"),
+        ("directory.key", "AMANAH-SIGNING-KEY-1NOTAKEY\n", "not a valid signing key"),
+        ("directory.key", "\xff\xfe", "cannot read key file directory.key"),
+        ("codename.salt", None, "missing key file codename.salt"),
+        ("codename.salt", "not hex at all\n", "must hold 16 bytes in hex"),
+        ("codename.salt", "00" * 15 + "\n", "must hold 16 bytes in hex"),
+        ("codename.salt", "00" * 17 + "\n", "must hold 16 bytes in hex"),
+    ],
+    ids=[
+        "key-missing",
+        "key-garbage",
+        "key-not-text",
+        "salt-missing",
+        "salt-not-hex",
+        "salt-short",
+        "salt-long",
+    ],  # fmt: skip
+)
+def test_a_damaged_key_file_is_one_clear_error(
+    data: Path, name: str, text: str | None, needle: str
+) -> None:
+    path = data / "keys" / name
+    if text is None:
+        path.unlink()
+    else:
+        path.write_bytes(text.encode("latin-1"))
+    ran = amanah("serve", "--no-tor", "--data", str(data))
+    line = assert_one_error(ran, needle)
+    if text is not None and text.strip():
+        assert text.strip() not in line  # what the file held is not echoed
+
+
 def test_private_key_files_are_not_warned_about(data: Path) -> None:
     ran = amanah("contact", "add", "the-daily", "--member", card(), "--data", str(data))
     assert ran.code == 0
