@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -253,11 +254,19 @@ def test_a_video_larger_than_the_limit_is_stripped_in_flat_memory(tmp_path: Path
 
 
 def test_a_callers_own_file_is_read_by_the_worker_and_gives_the_same_result(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """amanah-drop strip hands over a file of the source's own: the worker reads it through
     a read-only descriptor instead of asking for each block; the result is the same bytes
     (the remux is bit-exact) and the hash is still the relay's own."""
+    modes: list[str] = []
+    run = Sandboxed._run
+
+    def recording(self: Sandboxed, args: list[str], *rest: Any) -> dict[str, object]:
+        modes.append(args[0])
+        return run(self, args, *rest)
+
+    monkeypatch.setattr(Sandboxed, "_run", recording)
     path = samples.mkv(tmp_path)
     data = path.read_bytes()
     through_channel, through_file = io.BytesIO(), io.BytesIO()
@@ -271,6 +280,7 @@ def test_a_callers_own_file_is_read_by_the_worker_and_gives_the_same_result(
         finally:
             os.close(descriptor)
         read_itself = Sandboxed().strip("video/x-matroska", src, through_file)
+    assert modes == ["stream", "stream-file"]  # the buffer over the link, the file itself
     assert through_file.getvalue() == through_channel.getvalue()
     assert read_itself.original_sha256 == served.original_sha256 == hashlib.sha256(data).hexdigest()
     assert path.read_bytes() == data
