@@ -33,12 +33,13 @@ from . import format as fmt
 from .armor import ArmorDecoder, looks_armored
 from .errors import HeaderError, HeaderMACError, NoIdentityMatchError, PayloadError
 from .keys import Identity, Recipient, parse_identities, parse_recipients
-from .primitives import aead_open, aead_seal, hkdf_sha256, hmac_sha256, x25519
+from .primitives import TAG_SIZE, aead_open, aead_seal, hkdf_sha256, hmac_sha256, x25519
 from .stream import PayloadCipher, StreamDecryptor, StreamEncryptor
 
 __all__ = [
     "Decryptor",
     "Encryptor",
+    "check_x25519_stanza",
     "decrypt",
     "decrypt_stream",
     "encrypt",
@@ -71,14 +72,15 @@ def _wrap_x25519(file_key: bytes, recipient: Recipient) -> fmt.Stanza:
     return fmt.Stanza(X25519_TYPE, (fmt.b64encode(ephemeral_share).decode(),), body)
 
 
-def _check_x25519_stanza(stanza: fmt.Stanza) -> bytes:
-    """The ephemeral share of a well-formed X25519 stanza. A malformed one is an error,
-    not something to skip: the spec says such stanzas MUST be rejected."""
+def check_x25519_stanza(stanza: fmt.Stanza) -> bytes:
+    """The ephemeral share of a well-formed X25519 stanza (its type is the caller's to
+    check). A malformed one is an error, not something to skip: the spec says such stanzas
+    MUST be rejected. Raises HeaderError."""
     if len(stanza.args) != 1:
         raise HeaderError("X25519 stanza must have exactly two arguments")
     share = fmt.decode_ascii_arg(stanza.args[0], 32, "X25519 ephemeral share")
     # Checked before any decryption attempt, against partitioning-oracle attacks.
-    if len(stanza.body) != FILE_KEY_SIZE + 16:
+    if len(stanza.body) != FILE_KEY_SIZE + TAG_SIZE:
         raise HeaderError("X25519 stanza body has the wrong length")
     return share
 
@@ -88,7 +90,7 @@ def _unwrap(stanzas: tuple[fmt.Stanza, ...], identities: list[Identity]) -> byte
         if len(stanzas) != 1:
             raise HeaderError("an scrypt stanza must be the only stanza in the header")
         raise NoIdentityMatchError("file is sealed with a passphrase; Amanah uses keys only")
-    shares = [(s, _check_x25519_stanza(s)) for s in stanzas if s.type == X25519_TYPE]
+    shares = [(s, check_x25519_stanza(s)) for s in stanzas if s.type == X25519_TYPE]
     for identity in identities:
         own_public = identity.recipient.public_key
         for stanza, share in shares:

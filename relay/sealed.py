@@ -46,6 +46,7 @@ from typing import BinaryIO
 from aiohttp import web
 
 from crypto import format as age_format
+from crypto.age import NONCE_SIZE, X25519_TYPE, check_x25519_stanza
 from crypto.directory import verify_directory
 from crypto.errors import HeaderError
 from crypto.keys import Recipient
@@ -61,7 +62,6 @@ from .web.common import CONTEXT, RelayContext
 
 BLOB_NAME = "sealed"
 STALE = "your copy of the directory is out of date; fetch it again"
-NONCE_SIZE = 16  # age's payload nonce, between the header and the first chunk
 COPY_SIZE = 1 << 20
 _FINGERPRINT = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -131,11 +131,9 @@ def _check_header(prefix: bytes, size: int, stanzas: int) -> None:
             raise HeaderError("the header is incomplete")
         header = age_format.parse_header(prefix[:end])
         for stanza in header.stanzas:
-            if stanza.type != "X25519" or len(stanza.args) != 1:
+            if stanza.type != X25519_TYPE:
                 raise HeaderError("a stanza is not an X25519 one")
-            age_format.decode_ascii_arg(stanza.args[0], 32, "X25519 ephemeral share")
-            if len(stanza.body) != 32:
-                raise HeaderError("an X25519 stanza body has the wrong length")
+            check_x25519_stanza(stanza)  # what a decryptor would refuse, refused now
     except HeaderError as exc:
         raise ClientError(f"the sealed file's age header is not valid: {exc}") from None
     if len(header.stanzas) != stanzas:
