@@ -288,6 +288,13 @@ def with_foreign_stanza(sealed: bytes) -> bytes:
     return sealed[:first] + b"-> ssh-ed25519 AAAA\nAAAA\n" + sealed[first:]
 
 
+def with_malformed_x25519_stanza(sealed: bytes) -> bytes:
+    """The first X25519 stanza with a third argument, which age refuses outright."""
+    start = sealed.index(b"\n-> X25519 ") + 1
+    end = sealed.index(b"\n", start)
+    return sealed[:end] + b" extra" + sealed[end:]
+
+
 def payload_cut(sealed: bytes, keep: int = 10) -> bytes:
     """The header and nonce whole, then only `keep` bytes of the payload."""
     end = sealed.index(b"\n---") + 1
@@ -307,6 +314,11 @@ COMPLETION = {
     "a foreign stanza": (
         lambda r: with_foreign_stanza(sealed_to(r.bob)),
         "not an X25519 one",
+        "beta",
+    ),
+    "a malformed X25519 stanza": (
+        lambda r: with_malformed_x25519_stanza(sealed_to(r.bob, r.carol)),
+        "exactly two arguments",
         "beta",
     ),
     "a payload cut short": (lambda r: payload_cut(sealed_to(r.alice)), "truncated", None),
