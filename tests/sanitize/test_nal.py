@@ -60,6 +60,7 @@ def test_hevc_prefix_and_suffix_sei() -> None:
     [
         b"\x00\x00\x00\x09" + AUD,  # length past the end
         b"\x00\x00\x00\x00" + AUD,  # an empty unit
+        _prefixed(AUD) + b"\x00\x00\x00\x00",  # an empty unit at the end: no header byte
         b"\x00\x00",  # a length cut short
     ],
 )
