@@ -97,12 +97,13 @@ class _CiphertextSink:
     def write(self, data: bytes) -> int:
         self._pending += data
         if len(self._pending) >= GATHER:
-            self._emit(self._encryptor.update(bytes(self._pending)))
+            # Encryptor.update reads its input during the call only: no copy to hand over.
+            self._emit(self._encryptor.update(self._pending))
             self._pending.clear()
         return len(data)
 
     def finish(self) -> None:
-        self._emit(self._encryptor.update(bytes(self._pending)))
+        self._emit(self._encryptor.update(self._pending))
         self._pending.clear()
         self._emit(self._encryptor.finalize())
 
