@@ -124,10 +124,20 @@ def test_a_worker_that_never_ends_meets_the_deadline() -> None:
     assert isinstance(outcome[0], TimeoutError)
 
 
+def _answer(relay: socket.socket, data: bytes) -> None:
+    """Sends `data` and ends the link, as a relay would; the worker may hang up first."""
+    try:
+        relay.sendall(data)
+        relay.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the worker refused the answer before it all went
+
+
 @pytest.mark.parametrize(
     "answer",
     [
-        lambda: channel.LENGTH.pack(channel.BLOCK + 1),  # more than asked
+        # more than asked, all of it sent: only the size check can refuse it
+        lambda: channel.LENGTH.pack(channel.BLOCK + 1) + bytes(channel.BLOCK + 1),
         lambda: channel.LENGTH.pack(10) + b"short",  # then the link closes
     ],
 )
@@ -135,10 +145,14 @@ def test_the_worker_refuses_a_relay_that_answers_wrong(answer: Callable[[], byte
     relay, worker = socket.socketpair()
     with relay, worker:
         remote = channel.RemoteInput(worker, len(DATA))
-        relay.sendall(answer())
-        relay.shutdown(socket.SHUT_WR)
-        with pytest.raises(channel.ProtocolError):
-            remote.read(10)
+        sender = threading.Thread(target=_answer, args=(relay, answer()))
+        sender.start()  # a block is more than the socket holds: sent while the worker reads
+        try:
+            with pytest.raises(channel.ProtocolError):
+                remote.read(10)
+        finally:
+            worker.close()  # a sender still blocked fails and ends
+            sender.join()
 
 
 @pytest.fixture(scope="module")
