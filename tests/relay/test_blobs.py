@@ -13,10 +13,11 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
-from relay.blobs import PIECE_SIZE, TEMPORARY_PREFIX, BlobStore
+from relay.blobs import PIECE_SIZE, TEMPORARY_PREFIX, BlobStore, write_file
 from relay.errors import NotFound
 
 MIB = 1 << 20
@@ -91,6 +92,44 @@ async def test_writing_an_existing_name_replaces_it_whole(blobs: BlobStore) -> N
     await blobs.write("x", [b"new"])
     assert await collect(blobs, "x") == b"new"
     assert files_under(blobs.root) == ["x"]
+
+
+def test_write_file_from_a_worker_thread(tmp_path: Path) -> None:
+    """The blocking form: `fill` writes into the file, its result comes back with the size
+    and SHA-256 of what it wrote; private whatever the umask; a failing `fill` leaves
+    nothing, and a bad path is refused before the disk is touched."""
+    root = tmp_path / "blobs"
+    data = data_of(MIB + 7)
+
+    def fill(file: BinaryIO) -> str:
+        file.write(data[:5])
+        file.writelines([data[5:MIB], data[MIB:]])
+        return "filled"
+
+    previous = os.umask(0)
+    try:
+        assert write_file(root, "drops/d1/0", fill) == (
+            "filled",
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+        )
+    finally:
+        os.umask(previous)
+    assert (root / "drops/d1/0").read_bytes() == data
+    assert stat.S_IMODE((root / "drops/d1/0").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "drops/d1").stat().st_mode) == 0o700
+
+    def failing(file: BinaryIO) -> None:
+        file.write(data)
+        raise RuntimeError("the sanitizer refused")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        write_file(root, "drops/d1/1", failing)
+    assert files_under(root) == ["drops/d1/0"]
+    for relpath in ("../x", "drops/.tmp-1"):
+        with pytest.raises(ValueError, match="blob path"):
+            write_file(root, relpath, fill)
+    assert files_under(root) == ["drops/d1/0"]
 
 
 # Ranges
