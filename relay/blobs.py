@@ -197,22 +197,18 @@ def write_file(root: Path, relpath: str, fill: Callable[[BinaryIO], _T]) -> tupl
     of the directory; nothing visible on failure). Returns (fill's result, size, sha256 of
     the bytes written). Raises ValueError for a bad path, and whatever `fill` raises."""
     segments = check_relpath(relpath)
-    directory = _make_directories(root, segments[:-1])
-    temporary = directory / f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    descriptor = os.open(temporary, flags, _FILE_MODE)
+    temporary, descriptor = _create_temporary(root, segments[:-1])
     try:
-        os.fchmod(descriptor, _FILE_MODE)
         with os.fdopen(descriptor, "wb") as file:
             hashing = _HashingFile(file)
             result = fill(hashing)  # type: ignore[arg-type]
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, directory / segments[-1])
+        os.replace(temporary, temporary.parent / segments[-1])
     except BaseException:
         _unlink_missing_ok(temporary)
         raise
-    _fsync_directory(directory)
+    _fsync_directory(temporary.parent)
     return result, hashing.size, hashing.hash.hexdigest()
 
 
@@ -314,17 +310,7 @@ class BlobWriter:
         file.writelines(pieces)
 
     def _create(self) -> BinaryIO:
-        directory = _make_directories(self._root, self._directories)
-        temporary = directory / f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            descriptor = os.open(temporary, flags, _FILE_MODE)
-        except FileNotFoundError:
-            # delete() of a sibling removed the directory while it was still empty.
-            directory = _make_directories(self._root, self._directories)
-            descriptor = os.open(temporary, flags, _FILE_MODE)
-        self._temporary = temporary
-        os.fchmod(descriptor, _FILE_MODE)  # the mode given to open() is filtered by umask
+        self._temporary, descriptor = _create_temporary(self._root, self._directories)
         self._file = os.fdopen(descriptor, "wb")
         return self._file
 
@@ -382,6 +368,22 @@ def _disk_errors(action: str, *, missing_is_not_found: bool = False) -> Iterator
         raise StoreError(f"failed to {action}: {exc.strerror or 'not found'}") from exc
     except OSError as exc:
         raise StoreError(f"failed to {action}: {exc.strerror or type(exc).__name__}") from exc
+
+
+def _create_temporary(root: Path, directories: tuple[str, ...]) -> tuple[Path, int]:
+    """A new temporary file, 0600, in the directory `directories` under `root` (made as
+    needed): its path, and a descriptor open for writing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    directory = _make_directories(root, directories)
+    temporary = directory / f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}"
+    try:
+        descriptor = os.open(temporary, flags, _FILE_MODE)
+    except FileNotFoundError:
+        # delete() of a sibling removed the directory while it was still empty.
+        _make_directories(root, directories)
+        descriptor = os.open(temporary, flags, _FILE_MODE)
+    os.fchmod(descriptor, _FILE_MODE)  # the mode given to open() is filtered by umask
+    return temporary, descriptor
 
 
 def _make_directories(root: Path, segments: tuple[str, ...]) -> Path:
