@@ -24,6 +24,7 @@ from relay.store import (
     Event,
     Member,
     MemberKeys,
+    NewSource,
     Reply,
     Store,
 )
@@ -369,6 +370,28 @@ async def test_add_and_get_drop_round_trip(store: Store) -> None:
     await store.ack_drop("d1", "a", NOW)
     await store.ack_drop("d1", "b", NOW)
     assert await store.source_for_reply("handle-login", "b") == ("login", "handle-login")
+
+
+async def test_a_first_drop_registers_its_source_in_the_same_transaction(
+    store: Store, db_path: Path
+) -> None:
+    await with_contacts(store)
+    new = NewSource("login", "age1reply", "handle-login", NOW)
+    await store.add_drop(drop("d1", ("a",), ("fp1",), source_login="login"), new)
+    assert await store.get_source("login") == ("login", "age1reply", "handle-login")
+    assert await store.source_for_reply("handle-login", "a") == ("login", "handle-login")
+    # Registered again as new: a conflict, and that drop is not recorded either.
+    with pytest.raises(Conflict, match="source"):
+        await store.add_drop(drop("d2", ("a",), ("fp1",), source_login="login"), new)
+    with pytest.raises(NotFound):
+        await store.get_drop("d2")
+    # A drop that fails takes its new source with it: no source without a drop.
+    other = NewSource("other", "age1other", "handle-other", NOW)
+    with pytest.raises(NotFound, match="contact"):
+        await store.add_drop(drop("d3", ("a", "nobody"), ("fp1",), source_login="other"), other)
+    assert await store.get_source("other") is None
+    assert raw_count(db_path, "sources") == 1
+    assert drop_rows(db_path)["drops"] == 1
 
 
 async def test_get_missing_drop(store: Store) -> None:
