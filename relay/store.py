@@ -557,13 +557,7 @@ class Store:
     ) -> None:
         """Registers a source's login. Raises Conflict if it (or the handle) exists."""
         async with self._transaction("add a source") as db:
-            with _constraints(duplicate="that source exists already"):
-                await _run(
-                    db,
-                    "INSERT INTO sources (login_id, reply_recipient, reply_handle, created_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (login_id, reply_recipient, reply_handle, now),
-                )
+            await _insert_source(db, NewSource(login_id, reply_recipient, reply_handle, now))
 
     async def source_for_reply(self, reply_handle: str, contact: str) -> tuple[str, str] | None:
         """(login_id, reply_handle) of the source behind `reply_handle`, if it has ever
@@ -600,13 +594,7 @@ class Store:
         _check_drop(drop)
         async with self._transaction("add a drop") as db:
             if new_source is not None:
-                with _constraints(duplicate="that source exists already"):
-                    await _run(
-                        db,
-                        "INSERT INTO sources (login_id, reply_recipient, reply_handle, created_at)"
-                        " VALUES (?, ?, ?, ?)",
-                        new_source,
-                    )
+                await _insert_source(db, new_source)
             with _constraints(
                 duplicate="a drop with that id exists already", missing="no such source"
             ):
@@ -890,6 +878,16 @@ async def _insert_member(
             (member.fingerprint, contact, member.card, member.recipient, member.verify_key, now),
         )
     return Member(member.fingerprint, contact, member.card, member.recipient, member.verify_key)
+
+
+async def _insert_source(db: aiosqlite.Connection, source: NewSource) -> None:
+    with _constraints(duplicate="that source exists already"):
+        await _run(
+            db,
+            "INSERT INTO sources (login_id, reply_recipient, reply_handle, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            source,
+        )
 
 
 async def _insert_onion_auth(
