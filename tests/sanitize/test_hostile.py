@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from relay.sanitize import Stripping, Unstripped, detect
-from relay.sanitize.errors import MESSAGES, Malformed, Refused, TooDemanding, Unsupported
+from relay.sanitize import Stripping, Unstripped, detect, sandbox
+from relay.sanitize.errors import (
+    MESSAGES,
+    Malformed,
+    Refused,
+    TooDemanding,
+    Unsupported,
+    WorkerFailed,
+)
 from relay.sanitize.sandbox import Sandboxed
 from tests.sanitize import judge, samples
 from tests.sanitize.conftest import clean
@@ -145,6 +152,53 @@ def _parent_is_not_ours(proc: Path) -> bool:
         return "/proc/self/fd" not in _cmdline(proc)
     except OSError:
         return True
+
+
+OK = '{"ok": true, "mime": "image/jpeg", "removed": ["EXIF Make"]}'
+
+
+def _with_worker_answering(
+    monkeypatch: pytest.MonkeyPatch, answer: str, exit_code: int = 0
+) -> Sandboxed:
+    """A sanitizer whose worker prints `answer` and exits, whatever it is given."""
+    fake = f"import sys; sys.stdout.write({answer!r}); sys.exit({exit_code})"
+    monkeypatch.setattr(sandbox, "_BOOT", fake)
+    return Sandboxed(sandbox=False)
+
+
+def test_a_worker_answer_that_makes_sense_is_believed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in worker of the next test, believed when its answer holds together."""
+    sandboxed = _with_worker_answering(monkeypatch, OK)
+    outcome = sandboxed.strip("image/jpeg", io.BytesIO(b"x" * 100), io.BytesIO())
+    assert outcome.mime == "image/jpeg" and outcome.removed == ("EXIF Make",)
+
+
+@pytest.mark.parametrize(
+    ("mime", "answer", "exit_code", "refusal"),
+    [
+        ("image/jpeg", "not json", 0, WorkerFailed),
+        ("image/jpeg", "[1, 2]", 0, WorkerFailed),
+        ("image/jpeg", "", 0, WorkerFailed),
+        ("image/jpeg", '{"ok": true}', 0, WorkerFailed),  # no type, no list of what went
+        ("image/jpeg", '{"ok": true, "mime": "image/jpeg", "removed": "EXIF"}', 0, WorkerFailed),
+        ("image/jpeg", '{"ok": false}', 0, WorkerFailed),
+        ("image/jpeg", '{"ok": false, "reason": "no-such-reason"}', 0, WorkerFailed),
+        ("image/jpeg", '{"ok": false, "reason": "too-demanding"}', 0, TooDemanding),
+        ("image/jpeg", OK, 1, WorkerFailed),  # it said ok, then failed
+        ("video/mp4", OK, 0, WorkerFailed),  # it said ok, and sent no result
+    ],
+)
+def test_a_worker_answering_nonsense_is_a_refusal(
+    mime: str,
+    answer: str,
+    exit_code: int,
+    refusal: type[Refused],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sandboxed = _with_worker_answering(monkeypatch, answer, exit_code)
+    with pytest.raises(refusal) as caught:
+        sandboxed.strip(mime, io.BytesIO(b"x" * 100), io.BytesIO())
+    assert str(caught.value) in MESSAGES.values()
 
 
 def test_the_worker_runs_in_bubblewrap_without_network() -> None:
