@@ -41,7 +41,7 @@ from . import blobs
 from .errors import ClientError
 from .sanitize import SNIFF_BYTES, Detected, Refused, Report, Sanitizer, detect, extension_for
 from .staging import SealedReader, SealingWriter, StagedFile
-from .store import Blob, Contact, Drop
+from .store import Blob, Contact, Drop, SealedOn
 
 DROP_FORMAT = "amanah-drop-v1"
 T = TypeVar("T")
@@ -363,13 +363,15 @@ def drop_record(
     created_at: int,
     sealed: Sequence[SealedBlob],
     routing: Routing,
+    sealed_on: SealedOn = "relay",
 ) -> Drop:
-    """The database row of a drop sealed on the relay, from what `seal_drop` wrote."""
+    """The database row of a drop, from the blobs written for it (what `seal_drop` wrote,
+    or a device-sealed drop's one blob) and its routing."""
     return Drop(
         id=drop_id,
         source_login=source_login,
         created_at=created_at,
-        sealed_on="relay",
+        sealed_on=sealed_on,
         total_size=sum(b.size for b in sealed),
         blobs=tuple(Blob(b.name, b.size, b.sha256) for b in sealed),
         contacts=routing.contacts,

@@ -57,7 +57,7 @@ from . import blobs, contacts, ingest
 from .datadir import RelayKeys
 from .errors import ClientError, Conflict, NotFound
 from .staging import StagedFile
-from .store import Blob, Drop, NewSource, Store
+from .store import Drop, NewSource, Store
 from .web.common import CONTEXT, RelayContext
 
 BLOB_NAME = "sealed"
@@ -183,16 +183,8 @@ async def complete(context: RelayContext, staged: StagedFile, upload: SealedUplo
             )
             raise
     now = int(time.time())
-    drop = Drop(
-        id=drop_id,
-        source_login=upload.login,
-        created_at=ingest.hour(now),
-        sealed_on="device",
-        total_size=size,
-        blobs=(Blob(BLOB_NAME, size, sha256),),
-        contacts=routing.contacts,
-        key_fingerprints=tuple(fingerprint for _, fingerprint in routing.keys),
-    )
+    blob = ingest.SealedBlob(BLOB_NAME, size, sha256)
+    drop = ingest.drop_record(drop_id, upload.login, ingest.hour(now), [blob], routing, "device")
     try:
         await _record(context.store, drop, upload, now)
     except BaseException:
