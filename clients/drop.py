@@ -115,7 +115,7 @@ def cmd_strip(args: argparse.Namespace) -> int:
             name = _strip_one(stripping, position, Path(source), folder)
         except Refused as refusal:
             refused += 1
-            print(f"amanah-drop: file {position}: {refusal}", file=sys.stderr)
+            note(f"file {position}: {refusal}")
             continue
         except OSError as exc:
             raise DropError(
