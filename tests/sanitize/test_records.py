@@ -8,6 +8,8 @@ from pathlib import Path
 
 import av
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.sanitize import Stripping, records
 from tests.sanitize import judge, samples
@@ -112,3 +114,36 @@ def test_a_flac_record_that_does_not_parse_is_an_error(record: bytes) -> None:
 def test_xiph_lacing_round_trips_long_packets() -> None:
     packets = [b"\x01vorbis" + bytes(600), b"\x03vorbis" + bytes(255 - 7), b"\x05vorbis"]
     assert records._xiph_unlace(records._xiph_lace(packets)) == packets
+
+
+VORBIS = records._xiph_lace(
+    [b"\x01vorbis" + bytes(23), _comment(b"AmanahVendor 1.0", TAGS), b"\x05vorbis" + bytes(40)]
+)
+FLAC = b"fLaC\x00\x00\x00\x22" + bytes(34) + b"\x84\x00\x00\x08" + bytes(8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    record=st.sampled_from([VORBIS, FLAC]),
+    cut=st.integers(0, len(VORBIS)),
+    flips=st.lists(st.tuples(st.integers(0, len(VORBIS)), st.integers(0, 255)), max_size=3),
+    noise=st.binary(max_size=16),
+)
+def test_damaged_records_raise_only_their_own_error(
+    record: bytes, cut: int, flips: list[tuple[int, int]], noise: bytes
+) -> None:
+    """Records cut short, with bytes changed or added: RecordError, or a record holding no
+    tags (the empty comment header; STREAMINFO alone)."""
+    damaged = bytearray(record[:cut] + noise)
+    for where, value in flips:
+        if where < len(damaged):
+            damaged[where] = value
+    for parse in (records.vorbis_without_comments, records.flac_streaminfo):
+        try:
+            cleaned, _ = parse(bytes(damaged))
+        except records.RecordError:
+            continue
+        if parse is records.flac_streaminfo:
+            assert len(cleaned) == records.STREAMINFO_SIZE
+        else:
+            assert records._xiph_unlace(cleaned)[1] == records.EMPTY_VORBIS_COMMENT
