@@ -11,11 +11,12 @@ from collections.abc import Mapping
 
 from crypto.card import MemberCard
 from crypto.directory import Contact as DirectoryContact
-from crypto.directory import Directory, sign_directory
+from crypto.directory import Directory, sign_directory, verify_directory
 from crypto.errors import KeyEncodingError
 from crypto.keys import SigningKey
 from onion.address import ClientAuthKey
 
+from .datadir import RelayKeys
 from .errors import ClientError, NotFound
 from .store import Contact, MemberKeys, Store
 
@@ -62,6 +63,21 @@ async def publish_directory(
     document = sign_directory(directory, key)
     await store.save_directory(version, now, document)
     return version
+
+
+async def publish_codename_salt(store: Store, keys: RelayKeys, now: int) -> int | None:
+    """Signs a new directory version when the latest one lacks this relay's codename salt
+    (a data directory from before sources could seal on their devices). Returns the new
+    version, or None when nothing needed publishing."""
+    latest = await store.latest_directory()
+    if latest is None:
+        return None
+    published, _ = verify_directory(latest[1], None)
+    if published.codename_salt == keys.codename_salt:
+        return None
+    return await publish_directory(
+        store, keys.directory_key, now, dict(published.services), keys.codename_salt
+    )
 
 
 async def add_contact(

@@ -47,14 +47,12 @@ from aiohttp import web
 
 from crypto import format as age_format
 from crypto.age import NONCE_SIZE, X25519_TYPE, check_x25519_stanza
-from crypto.directory import verify_directory
 from crypto.errors import HeaderError
 from crypto.keys import Recipient
 from crypto.primitives import TAG_SIZE
 from crypto.stream import SEALED_CHUNK_SIZE
 
-from . import blobs, contacts, ingest
-from .datadir import RelayKeys
+from . import blobs, ingest
 from .errors import ClientError, Conflict, NotFound
 from .staging import StagedFile
 from .store import Drop, NewSource, Store
@@ -217,18 +215,3 @@ async def directory(request: web.Request) -> web.Response:
     if latest is None:
         raise NotFound("no directory has been published")
     return web.Response(body=latest[1], content_type="application/json")
-
-
-async def publish_codename_salt(store: Store, keys: RelayKeys, now: int) -> int | None:
-    """Signs a new directory version when the latest one lacks this relay's codename salt
-    (a data directory from before sources could seal on their devices). Returns the new
-    version, or None when nothing needed publishing."""
-    latest = await store.latest_directory()
-    if latest is None:
-        return None
-    published, _ = verify_directory(latest[1], None)
-    if published.codename_salt == keys.codename_salt:
-        return None
-    return await contacts.publish_directory(
-        store, keys.directory_key, now, dict(published.services), keys.codename_salt
-    )

@@ -22,7 +22,7 @@ from onion.keeper import STATUS_FILE, KeeperSettings, ServiceKeeper
 from onion.services import Attach
 from onion.tor import LaunchSettings
 
-from . import blobs, contacts, sealed
+from . import blobs, contacts
 from .auth import Authenticator
 from .config import Config
 from .datadir import RelayKeys
@@ -80,7 +80,7 @@ async def start(
     swept = await sweep_unrecorded(context)
     if wiped or swept:
         log.info("removed %d abandoned upload(s) and %d unrecorded drop folder(s)", wiped, swept)
-    if (version := await sealed.publish_codename_salt(store, keys, int(time.time()))) is not None:
+    if (version := await contacts.publish_codename_salt(store, keys, int(time.time()))) is not None:
         log.info("signed the codename salt into the contact directory (version %d)", version)
     runners = []
     for app, port in (
