@@ -109,6 +109,14 @@ def test_a_read_too_large_ends_the_job() -> None:
     assert isinstance(outcome[0], channel.ProtocolError)
 
 
+def test_a_request_cut_short_ends_the_job() -> None:
+    with _served(DATA) as (requests, _, _, outcome):
+        requests.sendall(channel.REQUEST.pack(0, 10)[:5])
+        requests.shutdown(socket.SHUT_WR)
+        _wait_for(outcome)
+    assert isinstance(outcome[0], channel.ProtocolError)
+
+
 def test_a_result_past_its_limit_ends_the_job() -> None:
     with _served(DATA, limit=1000) as (_, results, out, outcome):
         with pytest.raises(OSError):
