@@ -22,7 +22,7 @@ from onion.keeper import STATUS_FILE, KeeperSettings, ServiceKeeper
 from onion.services import Attach
 from onion.tor import LaunchSettings
 
-from . import blobs, contacts
+from . import blobs, contacts, ingest
 from .auth import Authenticator
 from .config import Config
 from .datadir import RelayKeys
@@ -56,7 +56,7 @@ async def sweep_unrecorded(context: RelayContext) -> int:
     recorded = {drop_id for drop_id, _ in await context.store.all_blob_names()}
     unrecorded = [f.name for f in drops.iterdir() if f.is_dir() and f.name not in recorded]
     for name in unrecorded:
-        await asyncio.to_thread(blobs.delete_tree, root, f"drops/{name}")
+        await asyncio.to_thread(blobs.delete_tree, root, ingest.drop_path(name))
     return len(unrecorded)
 
 
