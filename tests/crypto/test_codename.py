@@ -1,8 +1,9 @@
 """Codenames: the word list, generation, normalisation, and the keys derived from them.
 
 Most derivations here use the cheapest Argon2id limits libsodium allows (`FAST`), which
-exercise the same code path. The tests marked `argon2` run the production cost (64 MiB)
-and take about a third of a second each; deselect them with `-m "not argon2"`."""
+exercise the same code path. The tests marked `argon2` run real costs (the production
+8 MiB, and a 64 MiB known answer: about a third of a second); deselect them with
+`-m "not argon2"`."""
 
 from __future__ import annotations
 
