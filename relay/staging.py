@@ -174,7 +174,9 @@ class SealingWriter(io.RawIOBase):
         return True
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self._sink.writelines(self._encryptor.update(bytes(data)))
+        """`data` is read during the call only (Encryptor.update copies what it keeps), so
+        a caller may refill its buffer at once, and nothing is copied here first."""
+        self._sink.writelines(self._encryptor.update(data))
         self.plaintext_size += len(data)
         return len(data)
 
