@@ -92,18 +92,14 @@ def _write_output(files: Files, data: bytes) -> None:
 
 
 def clean_image(mime: str, files: Files) -> dict[str, Any]:
-    """Strips one picture; returns the worker's answer."""
-    from PIL import Image  # noqa: PLC0415 - only pictures need Pillow
-
-    from . import chunks, images, jpeg  # noqa: PLC0415
+    """Strips one picture; returns the worker's answer. Raises what the parsers raise
+    (`run` classifies it: a decompression bomb is too demanding)."""
+    from . import chunks, images, jpeg  # noqa: PLC0415 - only pictures need Pillow
 
     images.configure(mime)
     data = _read_input(files)
     release_input(files)  # the bytes are here now
-    try:
-        picture = images.inspect(data)
-    except Image.DecompressionBombError:
-        return {"ok": False, "reason": "too-demanding"}
+    picture = images.inspect(data)
     removed = list(picture.tags)
     converted = False
     if mime == "image/jpeg":
