@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ from crypto.directory import Directory, DirectoryPin, verify_directory
 from crypto.errors import CryptoError
 from onion import client as tor_client
 from onion.errors import OnionError
+from onion.tor import is_loopback_host
 
 
 class UserError(Exception):
@@ -87,13 +87,7 @@ def run_command(prog: str, args: argparse.Namespace, interrupted: str | None = N
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def unreachable(exc: Exception) -> UserError:

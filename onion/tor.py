@@ -217,19 +217,25 @@ def _read_control_port(path: Path) -> int | None:
     return None
 
 
+def is_loopback_host(host: str) -> bool:
+    """An IP literal in 127.0.0.0/8 or ::1, or the name localhost. Other names are not,
+    even when they look it ("127.example.org" can resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
     """`HOST:PORT` with a loopback IP literal (or `localhost`). Raises ControlError."""
     host, sep, port = text.strip().rpartition(":")
     host = host.strip("[]")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ControlError(f"{what} must be HOST:PORT, e.g. 127.0.0.1:9051")
-    if host != "localhost":
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ControlError(f"{what} must be on loopback (127.0.0.1 or ::1), not {host!r}")
+    if not is_loopback_host(host):
+        raise ControlError(f"{what} must be on loopback (127.0.0.1 or ::1), not {host!r}")
     return ("127.0.0.1" if host == "localhost" else host), int(port)
 
 
