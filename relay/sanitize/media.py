@@ -223,6 +223,11 @@ def tag_values(document: dict[str, Any]) -> set[str]:
     return gate.tag_values(tag_sets)
 
 
+def readback_demuxer(muxer: str) -> str:
+    """The demuxer that reads what `muxer` wrote (each result is read back)."""
+    return {"mp4": "mov", "ipod": "mov", "3gp": "mov", "webm": "matroska"}.get(muxer, muxer)
+
+
 def audio_only_formats(formats: tuple[str, str, str, bool]) -> tuple[str, str, str, bool]:
     """What to write for a video container that holds sound only (libmagic calls an M4A
     "video/mp4"; a phone may record audio into a WebM)."""

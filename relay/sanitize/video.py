@@ -55,18 +55,9 @@ import av.stream
 from . import channel, gate, media, nal, records
 from .media import MediaError
 
-# (forced demuxer, muxer, MIME type of the result); audio-only results in `AUDIO_ONLY`.
-FORMATS: dict[str, tuple[str, str, str]] = {
-    "video/mp4": ("mov", "mp4", "video/mp4"),
-    "video/quicktime": ("mov", "mov", "video/quicktime"),
-    "video/3gpp": ("mov", "3gp", "video/3gpp"),
-    "video/x-matroska": ("matroska", "matroska", "video/x-matroska"),
-    "video/webm": ("matroska", "webm", "video/webm"),
-}
-# A video container holding sound only (libmagic calls an M4A "video/mp4"); Matroska and
-# WebM stay as they are, as media.audio_only_formats does.
-AUDIO_ONLY = {"mov": ("ipod", "audio/x-m4a")}
-READBACK = {"mp4": "mov", "mov": "mov", "3gp": "mov", "ipod": "mov"}
+# The formats (demuxer, muxer, result's type) are media.FORMATS's. These muxers write the
+# MP4 family, as fragmented MP4; the others (Matroska, WebM) write Matroska without cues.
+MP4_MUXERS = frozenset({"mp4", "mov", "3gp", "ipod"})
 # The muxer holds one fragment (MP4) or cluster (Matroska) before writing it: this bounds
 # that memory whatever the key-frame interval.
 FRAGMENT_BYTES = 4 << 20
@@ -254,7 +245,7 @@ class _Plan:
 
 def _muxer_options(muxer: str) -> dict[str, str]:
     options = {"fflags": "+bitexact"}
-    if muxer in READBACK:
+    if muxer in MP4_MUXERS:
         options["movflags"] = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
         options["frag_size"] = str(FRAGMENT_BYTES)
     else:
@@ -299,7 +290,7 @@ def _plan(
     if extradata != original:
         target.codec_context.extradata = extradata
     search.feed(extradata, ("extradata", source.index))
-    if duration and muxer not in READBACK:
+    if duration and muxer not in MP4_MUXERS:
         # Matroska written forward only has no place for a duration found at the end: the
         # muxer writes this one in the header instead.
         target.metadata["DURATION"] = _duration_tag(duration)
@@ -334,23 +325,24 @@ def clean(
     mime: str, source: BinaryIO | channel.RemoteInput, link: channel.ResultLink
 ) -> dict[str, Any]:
     """Remuxes one video from `source` into `link`; returns the worker's answer."""
-    demuxer, muxer, out_mime = FORMATS[mime]
+    formats = media.FORMATS[mime]  # demuxer, muxer, type of the result, audio only
     with av.open(
-        source, "r", format=demuxer, buffer_size=INPUT_BUFFER, io_open=_no_io
+        source, "r", format=formats[0], buffer_size=INPUT_BUFFER, io_open=_no_io
     ) as container:
         document = _document(container)
         pictures = av.stream.Disposition.attached_pic
         video = [s for s in container.streams.video if not s.disposition & pictures]
         audio = list(container.streams.audio)
         if not video:
-            muxer, out_mime = AUDIO_ONLY.get(demuxer, (muxer, out_mime))
+            formats = media.audio_only_formats(formats)
+        _, muxer, out_mime, _ = formats
         if not (video or audio):
             return {"ok": False, "reason": "malformed"}  # a shell: metadata, no media
         kept = video + audio
         declared = container.duration
         names = media.removed_names(document, audio_only=not video)
         search = gate.Search(media.tag_values(document))
-        readback = Readback(READBACK.get(muxer, "matroska"))
+        readback = Readback(media.readback_demuxer(muxer))
         tee = _Tee(link, readback)
         try:
             dropped, sources = _remux(container, kept, muxer, tee, search, names)

@@ -150,18 +150,13 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
     )
     media.run(command, fds, FFMPEG_TIMEOUT)
     release_input(files)
-    readback = muxer_demuxer(muxer)
+    readback = media.readback_demuxer(muxer)
     result = media.probe(files.output_path, readback, fds, FFMPEG_TIMEOUT)
     media.check(source_layout, media.layout(result), audio_only)
     media.decode_check(files.output_path, readback, audio_only, fds, FFMPEG_TIMEOUT)
     if gate.leaked(files.output_path, media.tag_values(source)):
         return {"ok": False, "reason": "malformed"}  # metadata inside the stream itself
     return {"ok": True, "mime": out_mime, "removed": names + extra, "note": ""}
-
-
-def muxer_demuxer(muxer: str) -> str:
-    """The demuxer that reads what a muxer wrote."""
-    return {"mp4": "mov", "ipod": "mov", "3gp": "mov", "webm": "matroska"}.get(muxer, muxer)
 
 
 def _classify(exc: BaseException) -> str:
