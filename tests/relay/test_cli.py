@@ -4,6 +4,7 @@ console script. Every run is checked for a traceback; every error is one
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
@@ -381,6 +382,31 @@ def test_serve_refuses_equal_ports(data: Path) -> None:
         "--data", str(data),
     )  # fmt: skip
     assert_one_error(ran, "must differ")
+
+
+@pytest.mark.parametrize("overlap", ["nan", "inf", "1e400", "-1", "", "h", "1y", "400d"])
+def test_a_bad_overlap_is_refused_before_any_key_changes(data: Path, overlap: str) -> None:
+    key = data / "keys" / "source-onion.key"
+    before = key.read_bytes()
+    ran = amanah("keys", "rotate", "source-onion", "--overlap", overlap, "--data", str(data))
+    assert ran.code == 2, ran  # argparse's usage error
+    assert "argument --overlap" in ran.err
+    assert key.read_bytes() == before
+    assert not (data / "keys" / "source-onion.retiring.key").exists()
+
+
+@pytest.mark.parametrize(
+    ("overlap", "seconds"),
+    [("90s", 90), ("0.5", 1800), ("30m", 1800), ("2h", 7200), ("3d", 259200)],
+)
+def test_an_overlap_in_hours_or_with_a_unit(data: Path, overlap: str, seconds: int) -> None:
+    started = time.time()
+    ran = amanah("keys", "rotate", "source-onion", "--overlap", overlap, "--data", str(data))
+    assert ran.code == 0, ran.err
+    found = re.search(r"stays published until (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", ran.out)
+    assert found, ran.out
+    until = calendar.timegm(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S"))
+    assert started + seconds - 1 <= until <= time.time() + seconds
 
 
 def free_port() -> int:
