@@ -257,19 +257,16 @@ class RemoteInput:
         return data
 
     def _block(self, index: int) -> bytes:
-        block = self._blocks.get(index)
-        if block is None:
-            while index not in self._blocks:
-                if not self._asked or index not in self._asked:
-                    self._ask(index)
-                self._take()
-            block = self._blocks[index]
+        while index not in self._blocks:
+            if index not in self._asked:
+                self._ask(index)
+            self._take()
         self._blocks.move_to_end(index)
         for ahead in range(index + 1, index + 1 + AHEAD):
             if ahead * BLOCK < self._size and ahead not in self._blocks:
                 if ahead not in self._asked:
                     self._ask(ahead)
-        return block
+        return self._blocks[index]
 
     def _ask(self, index: int) -> None:
         self._sock.sendall(REQUEST.pack(index * BLOCK, BLOCK))
