@@ -81,10 +81,11 @@ def detect(head: bytes) -> Detected:
     """The real type of a file from its first bytes (pass SNIFF_BYTES of them)."""
     mime = magic.from_buffer(head, mime=True) if head else "application/x-empty"
     kind = _KINDS.get(mime.split("/", 1)[0], "file")
-    return Detected(mime, kind, _EXTENSIONS.get(mime, "bin"))
+    return Detected(mime, kind, extension_for(mime))
 
 
 def extension_for(mime: str) -> str:
+    """The extension a generated name takes for `mime` ("bin" for a type not listed)."""
     return _EXTENSIONS.get(mime, "bin")
 
 
