@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.sanitize import Detected, Report, Stripping, detect
+from relay.sanitize import SNIFF_BYTES, Detected, Report, Stripping, detect
 
 PILLOW_VERSION = "13.0.0"
 MUTAGEN_VERSION = "1.48.1"
@@ -28,7 +28,7 @@ def stripping() -> Stripping:
 
 def clean(stripping: Stripping, data: bytes) -> tuple[Detected, Report, bytes]:
     """Detects and cleans `data` the way the relay does. Raises Refused."""
-    detected = detect(data[:65536])
+    detected = detect(data[:SNIFF_BYTES])
     out = io.BytesIO()
     report = stripping.clean(detected, io.BytesIO(data), out)
     return detected, report, out.getvalue()

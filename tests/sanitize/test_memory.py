@@ -154,7 +154,7 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from crypto.keys import Identity
-from relay.sanitize import Stripping, detect
+from relay.sanitize import SNIFF_BYTES, Stripping, detect
 from relay.staging import SealingWriter, StagingArea
 area = StagingArea(Path(sys.argv[3]))
 area.wipe()
@@ -164,7 +164,7 @@ with open(sys.argv[2], "rb") as file:
         staged.write(block)
 staged.close()
 with staged.open() as reader, open(sys.argv[4], "wb") as sink:
-    detected = detect(reader.read(65536))
+    detected = detect(reader.read(SNIFF_BYTES))
     sealing = SealingWriter(sink, [Identity.generate().recipient])
     report = Stripping().clean(detected, reader, sealing)
     sealing.finish()

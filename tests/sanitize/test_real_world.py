@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.sanitize import Stripping, detect
+from relay.sanitize import SNIFF_BYTES, Stripping, detect
 from relay.sanitize.errors import Refused
 from relay.sanitize.sandbox import SUPPORTED
 from tests.sanitize import judge
@@ -36,7 +36,7 @@ MUST_CLEAN = {
 
 def _judge_one(stripping: Stripping, path: Path, tmp_path: Path) -> str:
     data = path.read_bytes()
-    if detect(data[:65536]).mime not in SUPPORTED:
+    if detect(data[:SNIFF_BYTES]).mime not in SUPPORTED:
         return "unsupported"
     try:
         detected, _, out = clean(stripping, data)
