@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import statistics
 import subprocess
@@ -57,7 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.sanitize import judge  # noqa: E402 - the tests' own exiftool rule
+from tests.sanitize import judge, processes  # noqa: E402 - the tests' exiftool rule, /proc
 
 DROP = str(Path(sys.executable).parent / "amanah-drop")
 MAT2 = shutil.which("mat2") or "/usr/bin/mat2"
@@ -100,61 +99,6 @@ class Result:
         return max(self.samples, key=lambda s: s.ram)
 
 
-# --- the process tree ----------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as file:
-                found += [int(p) for p in file.read().split()]
-    except OSError:
-        pass
-    return found
-
-
-def _tree(root: int) -> list[int]:
-    pids, queue = [], [root]
-    while queue:
-        pid = queue.pop()
-        pids.append(pid)
-        queue += _children(pid)
-    return pids
-
-
-def _status(pid: int) -> dict[str, int | str]:
-    fields: dict[str, int | str] = {}
-    try:
-        with open(f"/proc/{pid}/status") as file:
-            for line in file:
-                key, _, value = line.partition(":")
-                if key == "Name":
-                    fields[key] = value.strip()
-                elif key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
-                    fields[key] = int(value.split()[0])
-    except OSError:
-        pass
-    return fields
-
-
-def _memfds(pid: int, seen: dict[tuple[int, int], int]) -> None:
-    """Adds the memfds `pid` holds open to `seen`: (device, inode) -> bytes resident."""
-    folder = f"/proc/{pid}/fd"
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        try:
-            if not os.readlink(f"{folder}/{name}").startswith("/memfd:"):
-                continue
-            info = os.stat(f"{folder}/{name}")
-        except OSError:
-            continue
-        seen[(info.st_dev, info.st_ino)] = info.st_blocks * 512
-
-
 def measure(command: list[str], cwd: Path) -> Sample:
     """Wall time and memory of one command and everything it starts (bench/drop.py uses
     it too)."""
@@ -176,8 +120,8 @@ def measure_output(command: list[str], cwd: Path, reported: bool = False) -> tup
     while process.poll() is None:
         total_rss = total_ram = 0
         memfds: dict[tuple[int, int], int] = {}
-        for pid in _tree(process.pid):
-            status = _status(pid)
+        for pid in processes.tree(process.pid):
+            status = processes.status(pid)
             if "VmRSS" not in status:
                 continue
             rss, hwm = int(status["VmRSS"]), int(status["VmHWM"])
@@ -185,7 +129,7 @@ def measure_output(command: list[str], cwd: Path, reported: bool = False) -> tup
             total_ram += int(status["RssAnon"]) + int(status["RssFile"])
             if hwm > top.get(pid, (0, ""))[0]:
                 top[pid] = (hwm, str(status["Name"]))
-            _memfds(pid, memfds)
+            processes.memfds(pid, memfds)
         tree_rss = max(tree_rss, total_rss)
         ram = max(ram, total_ram + sum(memfds.values()) // 1024)
         time.sleep(POLL)

@@ -21,7 +21,7 @@ import pytest
 
 from relay.sanitize import gate, sandbox, worker
 from relay.sanitize.sandbox import Sandboxed
-from tests.sanitize import samples
+from tests.sanitize import processes, samples
 from tests.sanitize.conftest import CACHE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,36 +173,10 @@ print(json.dumps({"mime": report.mime, "size": sealing.plaintext_size,
 """
 
 
-def _tree(root: int) -> list[int]:
-    pids, queue = [], [root]
-    while queue:
-        pid = queue.pop()
-        pids.append(pid)
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as file:
-                    queue += [int(p) for p in file.read().split()]
-        except OSError:
-            pass
-    return pids
-
-
 def _resident(pid: int, memfds: dict[tuple[int, int], int]) -> int:
     """VmRSS of `pid` in bytes; adds the memfds it holds open to `memfds`."""
-    rss = 0
-    try:
-        with open(f"/proc/{pid}/status") as file:
-            for line in file:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1]) * 1024
-        for name in os.listdir(f"/proc/{pid}/fd"):
-            link = f"/proc/{pid}/fd/{name}"
-            if os.readlink(link).startswith("/memfd:"):
-                info = os.stat(link)
-                memfds[(info.st_dev, info.st_ino)] = info.st_blocks * 512
-    except OSError:
-        pass
-    return rss
+    processes.memfds(pid, memfds)
+    return int(processes.status(pid).get("VmRSS", 0)) * 1024
 
 
 class _Sampler:
@@ -220,7 +194,7 @@ class _Sampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             memfds: dict[tuple[int, int], int] = {}
-            total = sum(_resident(pid, memfds) for pid in _tree(self._root))
+            total = sum(_resident(pid, memfds) for pid in processes.tree(self._root))
             self.peak = max(self.peak, total + sum(memfds.values()))
             self.samples += 1
             time.sleep(0.003)
