@@ -27,6 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest import make_input, warm  # noqa: E402  (bench/ingest.py: the same input files)
+
 ROOT = Path(__file__).resolve().parent.parent
 AGE = shutil.which("age") or "/usr/bin/age"
 AGE_KEYGEN = shutil.which("age-keygen") or "/usr/bin/age-keygen"
@@ -92,20 +96,6 @@ def theirs(mode: str, src: Path, key: str, identity_file: Path) -> list[str]:
     if mode == "encrypt":
         return [AGE, "-r", key, "-o", "/dev/null", str(src)]
     return [AGE, "-d", "-i", str(identity_file), "-o", "/dev/null", str(src)]
-
-
-def make_input(path: Path, size: int) -> None:
-    block = os.urandom(MiB)
-    with path.open("wb") as out:
-        for _ in range(size // MiB):
-            out.write(block)
-        out.write(block[: size % MiB])
-
-
-def warm(path: Path) -> None:
-    with path.open("rb") as f:
-        while f.read(8 * MiB):
-            pass
 
 
 def bench_size(

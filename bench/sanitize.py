@@ -56,6 +56,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ingest import warm  # noqa: E402 - bench/ingest.py (this script's folder is on sys.path)
+
 from tests.sanitize import judge, processes  # noqa: E402 - the tests' exiftool rule, /proc
 
 DROP = str(Path(sys.executable).parent / "amanah-drop")
@@ -218,12 +220,6 @@ def inputs(folder: Path, video_sizes: list[int]) -> list[Path]:
 
 
 # --- the tools -----------------------------------------------------------------------------
-
-
-def warm(path: Path) -> None:
-    with path.open("rb") as f:
-        while f.read(8 * MiB):
-            pass
 
 
 def run_drop(source: Path, workdir: Path) -> tuple[Sample, Path | str]:
