@@ -89,6 +89,49 @@ async def test_no_socks_listener_is_off_and_nothing_published_waits() -> None:
     assert result.state == "off" and "SOCKS" in result.detail
 
 
+async def test_each_check_asks_for_new_circuits_and_leaves_names_to_tor() -> None:
+    """Each fetch gives the SOCKS port credentials of its own, so tor builds it new
+    circuits (IsolateSOCKSAuth), and hands tor the name, never resolving it here. The
+    SOCKS port is a loopback listener that records what a client sends (RFC 1928, 1929)
+    and answers "host unreachable"."""
+    asked: list[tuple[bytes, int, bytes]] = []  # (username, address type, address)
+
+    async def socks5(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, methods = await reader.readexactly(2)
+        assert 2 in await reader.readexactly(methods)  # username/password offered
+        writer.write(b"\x05\x02")
+        _, length = await reader.readexactly(2)
+        username = await reader.readexactly(length)
+        await reader.readexactly((await reader.readexactly(1))[0])  # the password
+        writer.write(b"\x01\x00")
+        _, command, _, kind = await reader.readexactly(4)
+        assert command == 1  # CONNECT
+        host = await reader.readexactly((await reader.readexactly(1))[0]) if kind == 3 else b""
+        asked.append((username, kind, host))
+        writer.write(b"\x05\x04\x00\x01" + bytes(6))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(socks5, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def socks() -> tuple[str, int] | None:
+        return ("127.0.0.1", port)
+
+    async def bootstrap() -> int | None:
+        return 100
+
+    checker = SelfChecker(lambda: (ADDRESS, 0.0), socks, bootstrap, timeout=10)
+    try:
+        for _ in range(2):
+            assert (await checker.check()).state == "failing"
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [(kind, host) for _, kind, host in asked] == [(3, ADDRESS.encode())] * 2
+    assert asked[0][0] != asked[1][0]
+
+
 @pytest.fixture
 def unreachable_tor(tmp_path: Path) -> Iterator[tuple[TorProcess, TorControl]]:
     """A real tor with its network on but nothing to reach: its only directory authority
