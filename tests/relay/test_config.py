@@ -217,6 +217,41 @@ def test_names_that_only_look_like_loopback_are_refused(tmp_path: Path, host: st
         load(tmp_path, f"[server]\nhost = '{host}'\n")
 
 
+@pytest.mark.parametrize("control", ["127.0.0.1:9051", "[::1]:9051", "localhost:9051"])
+def test_a_loopback_tor_control_port_is_accepted(tmp_path: Path, control: str) -> None:
+    assert load(tmp_path, f"[tor]\ncontrol = '{control}'\n").tor.control == control
+    from_env = load(tmp_path, "", {"AMANAH_TOR_CONTROL": control})
+    assert from_env.tor.control == control
+
+
+@pytest.mark.parametrize(
+    "control",
+    [
+        "9051",
+        "127.0.0.1",
+        "127.0.0.1:",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:port",
+        "127.0.0.1:-1",
+        "10.0.0.1:9051",
+        "0.0.0.0:9051",  # noqa: S104 (refused, never bound)
+        "example.org:9051",
+        "127.0.0.1.nip.io:9051",
+        ":9051",
+    ],
+)
+def test_a_tor_control_port_off_loopback_or_malformed_is_refused(
+    tmp_path: Path, control: str
+) -> None:
+    with pytest.raises(ConfigError, match="tor.control"):
+        load(tmp_path, f"[tor]\ncontrol = '{control}'\n")
+    with pytest.raises(ConfigError, match="tor.control"):
+        load(tmp_path, "", {"AMANAH_TOR_CONTROL": control})
+    with pytest.raises(ConfigError, match="tor.control"):
+        configuration.with_tor_control(load(tmp_path, ""), control)
+
+
 def test_equal_ports_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="must differ"):
         load(tmp_path, "[server]\nsource_port = 9000\njournalist_port = 9000\n")
