@@ -33,6 +33,7 @@ from tests.relayharness import (
     fresh_csrf,
     init_data,
     keygen,
+    session_cookie,
     set_limits,
     source_session,
     submit,
@@ -423,6 +424,32 @@ async def test_a_held_upload_cannot_be_deleted_or_patched_by_another_session(
         assert await head_status(session, relay, upload_id) == 200
         async with session.delete(url, headers=TUS) as response:
             assert response.status == 204
+
+
+async def test_held_uploads_follow_the_browser_into_its_next_session(
+    setup: tuple[RelayProcess, Member, Path],
+) -> None:
+    """The session that made a held upload ended (here by logging out; idling and the
+    bound on sessions end one the same way) while the browser kept its cookie: its next
+    page opens a new session, and the upload comes along to that session's form."""
+    relay, member, data = setup
+    await ack_all(relay, member)
+    before = drop_count(data)
+    session, csrf = await page_session(relay)
+    async with session:
+        upload_id = await held_upload(session, relay, os.urandom(20_000))
+        old_cookie = session_cookie(session)
+        logout = {"csrf": csrf}
+        async with session.post(
+            relay.source_url + "/logout", data=logout, allow_redirects=False
+        ) as response:
+            assert response.status == 303
+        fresh = await fresh_csrf(session, relay.source_url)  # sent the old cookie
+        assert fresh != csrf and session_cookie(session) != old_cookie
+        status, page = await submit(session, relay.source_url, held_form(fresh, [upload_id]))
+        assert status == 200, page
+        assert drop_count(data) == before + 1
+    await ack_all(relay, member)
 
 
 def test_held_uploads_in_memory(tmp_path: Path) -> None:
