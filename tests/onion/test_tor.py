@@ -10,6 +10,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,25 @@ from tests.relayharness import AMANAH, run
 
 pytestmark = pytest.mark.tor
 TARGET = {80: ("127.0.0.1", 8080)}
+
+
+def recorded(control: TorControl) -> list[str]:
+    """From now on, every command line `control` sends to tor (which still answers it)."""
+    lines: list[str] = []
+    send = control.command
+
+    def recording(line: str, what: str) -> Any:
+        lines.append(line)
+        return send(line, what)
+
+    control.command = recording  # type: ignore[method-assign]
+    return lines
+
+
+def add_onion_options(line: str) -> dict[str, str]:
+    """The KEY=VALUE options of an ADD_ONION line but its key and its ports."""
+    words = [w.split("=", 1) for w in line.split()[2:] if "=" in w]
+    return {k: v for k, v in words if k not in ("Port", "ClientAuthV3")}
 
 
 def test_the_address_survives_a_restart_and_matches_the_local_computation(
@@ -229,6 +249,7 @@ async def test_the_keeper_follows_members_and_rotation(tmp_path: Path) -> None:
     )
     how = LaunchSettings(tmp_path / "tor", binary=TOR, disable_network=True)
     keeper = await ServiceKeeper.start(how, settings, client_auth, addresses_changed)
+    sent = recorded(keeper.services.control)
     try:
         source = service_keys.load(keys_dir, "source")
         journalist = service_keys.load(keys_dir, "journalist")
@@ -263,6 +284,20 @@ async def test_the_keeper_follows_members_and_rotation(tmp_path: Path) -> None:
         assert newest is not None
         assert set(keeper.services.published()) == {newest.address, journalist.address}
         assert service_keys.load_retiring(keys_dir, "source") is None
+        # Both services take at most 32 streams per rendezvous circuit; a source client
+        # that asks for more loses its circuit, a member only the extra stream.
+        journalist_options = {"Flags": "DiscardPK,V3Auth", "MaxStreams": "32"}
+        source_options = {
+            "PoWDefensesEnabled": "1",
+            "Flags": "DiscardPK,MaxStreamsCloseCircuit",
+            "MaxStreams": "32",
+        }
+        assert [add_onion_options(line) for line in sent if line.startswith("ADD_ONION")] == [
+            journalist_options,
+            journalist_options,
+            source_options,
+            source_options,
+        ]
 
         status = read_status(settings.status_path, 60)
         assert status is not None
@@ -321,6 +356,7 @@ def test_a_tor_that_refuses_pow_gets_the_service_without_it(
 
 def test_max_streams_is_taken_and_bounded(tor: tuple[TorProcess, TorControl]) -> None:
     _, control = tor
+    sent = recorded(control)
     source = control.add_service(
         "source", ServiceKey.generate(), TARGET, max_streams=32, close_circuit_over_max=True
     )
@@ -332,6 +368,10 @@ def test_max_streams_is_taken_and_bounded(tor: tuple[TorProcess, TorControl]) ->
         max_streams=32,
     )
     assert sorted(control.services()) == sorted([source.address, journalist.address])
+    assert [add_onion_options(line) for line in sent] == [
+        {"Flags": "DiscardPK,MaxStreamsCloseCircuit", "MaxStreams": "32"},
+        {"Flags": "DiscardPK,V3Auth", "MaxStreams": "32"},
+    ]
     with pytest.raises(ServiceError, match="max_streams"):
         control.add_service("source", ServiceKey.generate(), TARGET, max_streams=70_000)
 
