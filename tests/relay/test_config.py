@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from onion.services import Attach
+from onion.tor import LaunchSettings
 from relay import config as configuration
 from relay.config import (
     CONFIG_NAME,
@@ -21,6 +23,7 @@ from relay.config import (
     Tor,
 )
 from relay.errors import ConfigError
+from relay.server import tor_how
 
 NO_ENV: dict[str, str] = {}
 
@@ -250,6 +253,20 @@ def test_a_tor_control_port_off_loopback_or_malformed_is_refused(
         load(tmp_path, "", {"AMANAH_TOR_CONTROL": control})
     with pytest.raises(ConfigError, match="tor.control"):
         configuration.with_tor_control(load(tmp_path, ""), control)
+
+
+def test_the_relay_attaches_to_the_configured_control_port(tmp_path: Path) -> None:
+    assert tor_how(load(tmp_path, "[tor]\ncontrol = '[::1]:9051'\n")) == Attach("::1", 9051)
+    password = tmp_path / "control.pass"
+    password.write_text("s3cret\n")
+    text = f"[tor]\ncontrol = '127.0.0.1:9151'\ncontrol_password_file = '{password}'\n"
+    config = load(tmp_path, text)
+    assert tor_how(config) == Attach("127.0.0.1", 9151, "s3cret")
+    password.unlink()
+    with pytest.raises(ConfigError, match="control_password_file"):
+        tor_how(config)
+    launched = tor_how(load(tmp_path, ""))  # no control port: our own tor
+    assert isinstance(launched, LaunchSettings) and launched.data_dir == config.tor_data
 
 
 def test_equal_ports_are_refused(tmp_path: Path) -> None:
