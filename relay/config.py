@@ -9,13 +9,15 @@ default that, say, allows larger uploads than the operator meant.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from onion.errors import ControlError
+from onion.tor import is_loopback_host, parse_host_port
 
 from .errors import ConfigError
 
@@ -230,26 +232,15 @@ def validate(config: Config) -> None:
             raise ConfigError(f"port {port} is out of range")
     if server.source_port == server.journalist_port:
         raise ConfigError("source_port and journalist_port must differ")
-    if not _is_loopback(server.host):
+    # An IP literal in 127.0.0.0/8 or ::1, or localhost: a name that only looks loopback
+    # ("127.example.org") can resolve anywhere.
+    if not is_loopback_host(server.host):
         raise ConfigError("server.host must be a loopback address; Tor reaches the relay there")
-    control = config.tor.control
-    if control:
-        host, sep, control_port = control.rpartition(":")
-        if not sep or not control_port.isdigit() or not 0 < int(control_port) < 65536:
-            raise ConfigError("tor.control must be HOST:PORT, e.g. 127.0.0.1:9051")
-        if not _is_loopback(host.strip("[]")):
-            raise ConfigError("tor.control must be a loopback address (it commands tor)")
-
-
-def _is_loopback(host: str) -> bool:
-    """An IP literal in 127.0.0.0/8 or ::1, or the name localhost. Other names are refused
-    even when they look loopback ("127.example.org" can resolve anywhere)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    if config.tor.control:
+        try:  # it commands tor: loopback only, parsed as the onion package connects to it
+            parse_host_port(config.tor.control, "tor.control")
+        except ControlError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def with_tor_control(config: Config, control: str | None) -> Config:

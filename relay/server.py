@@ -20,7 +20,7 @@ from aiohttp import web
 from crypto.directory import verify_directory
 from onion.keeper import STATUS_FILE, KeeperSettings, ServiceKeeper
 from onion.services import Attach
-from onion.tor import LaunchSettings
+from onion.tor import LaunchSettings, parse_host_port
 
 from . import blobs, contacts, ingest
 from .auth import Authenticator
@@ -139,14 +139,14 @@ def tor_how(config: Config) -> LaunchSettings | Attach:
             disable_network=settings.disable_network,
             include=Path(settings.include) if settings.include else None,
         )
-    host, _, port = settings.control.rpartition(":")
+    host, port = parse_host_port(settings.control, "tor.control")  # checked at load
     password = None
     if settings.control_password_file:
         try:
             password = Path(settings.control_password_file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError("cannot read tor.control_password_file") from exc
-    return Attach(host.strip("[]"), int(port), password)
+    return Attach(host, port, password)
 
 
 async def start_onion(config: Config, keys: RelayKeys, store: Store) -> ServiceKeeper:
