@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import random
+import secrets
 import socket
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 from tusclient import client as tus_client
 
+from crypto.keys import Identity
 from relay.staging import StagingArea
 from relay.web import tus
 from tests.relayharness import (
@@ -308,18 +310,31 @@ async def head_status(session: aiohttp.ClientSession, relay: RelayProcess, uploa
 async def test_a_held_upload_needs_a_live_session(
     setup: tuple[RelayProcess, Member, Path],
 ) -> None:
-    relay, _, data = setup
+    relay, member, data = setup
     headers = {**TUS, "Upload-Length": "10", "Upload-Metadata": HELD}
     status, _, text = await call(relay, "POST", "/uploads", headers)  # no cookie at all
     assert status == 403 and "session" in text
     forged = {**headers, "Cookie": "amanah_session=" + "A" * 43}
     assert (await call(relay, "POST", "/uploads", forged))[0] == 403
+    # Sealed on a device, and well formed as such: refused for being held as well.
+    sealed = {
+        "sealed": "1",
+        "contacts": "alpha",
+        "recipients": member.identity.identity.recipient.fingerprint,
+        "login": secrets.token_hex(32),
+        "reply": str(Identity.generate().recipient),
+        "sha256": "0" * 64,
+    }
+    sealed_metadata = ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in sealed.items()
+    )
     session, _ = await page_session(relay)
     async with session:
-        for metadata in ("held " + base64.b64encode(b"yes").decode(), HELD + ",sealed MQ=="):
+        for metadata in ("held " + base64.b64encode(b"yes").decode(), HELD + "," + sealed_metadata):
             wrong = {**TUS, "Upload-Length": "10", "Upload-Metadata": metadata}
             async with session.post(relay.source_url + "/uploads", headers=wrong) as response:
-                assert response.status == 400, await response.text()
+                text = await response.text()
+                assert response.status == 400 and "held must be 1" in text, text
     assert not list((data / "staging").iterdir())  # nothing was staged for any of them
 
 
