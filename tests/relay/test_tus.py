@@ -35,6 +35,7 @@ from tests.relayharness import (
     fresh_csrf,
     init_data,
     keygen,
+    request_head,
     session_cookie,
     set_limits,
     source_session,
@@ -185,6 +186,37 @@ async def test_patch_rules(setup: tuple[RelayProcess, Member, Path]) -> None:
     unknown = "/uploads/" + "0" * 32
     assert (await call(relay, "HEAD", unknown, TUS))[0] == 404
     assert (await call(relay, "DELETE", unknown, TUS))[0] == 404
+
+
+async def test_a_refused_patch_closes_its_connection(
+    setup: tuple[RelayProcess, Member, Path],
+) -> None:
+    """A PATCH refused before its body is read (here a stale offset) is answered with
+    `Connection: close`: the client stops sending a body that would be thrown away, and
+    sends its next request on a fresh connection."""
+    relay, _, _ = setup
+    location = await create(relay, 1 << 20)
+    head = request_head(
+        "PATCH",
+        location,
+        {
+            **TUS,
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "5",
+            "Content-Length": str(1 << 20),
+        },
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.source_port)
+    try:
+        writer.write(head + b"x" * 1000)  # and the rest of the body never comes
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+            assert answer.startswith("http/1.1 409"), answer
+            assert "\r\nconnection: close\r\n" in answer, answer
+    finally:
+        writer.close()
+    assert (await call(relay, "DELETE", location, TUS))[0] == 204
 
 
 # --- an independent client, and cut connections ---------------------------------------------
