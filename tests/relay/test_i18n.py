@@ -300,6 +300,7 @@ async def test_accept_language_chooses_the_page_language(relay: RelayProcess) ->
         _, page, _ = await get(session, relay.source_url + "/login", **{"Accept-Language": "en"})
         assert '<html lang="en" dir="ltr">' in page
         assert 'href="/login?lang=ar"' in page  # the switch reloads this very page
+        assert 'target="_blank"' not in page
 
 
 async def test_the_switch_is_kept_in_a_session_cookie(relay: RelayProcess) -> None:
@@ -362,6 +363,10 @@ async def test_receipt_in_english_says_sealed_on_the_relay(relay: RelayProcess) 
     assert status == 200, page
     assert "Your drop was received and sealed on the relay on arrival, for:" in page
     assert "sealed on your device" not in page
+    # A page that answers a form cannot be asked for again: the switch opens the start
+    # page in a new tab, and leaves the receipt (and its codename) where it is.
+    switch = 'href="/?lang=ar" lang="ar" hreflang="ar" dir="rtl" target="_blank" rel="noopener"'
+    assert switch in page
 
 
 async def test_nothing_sendable_is_refused_in_arabic(relay: RelayProcess) -> None:
