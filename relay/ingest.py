@@ -259,7 +259,7 @@ def manifest(
             {
                 "blob": item.blob,
                 "name": item.name,
-                "type": item.detected.mime,
+                "type": item.report.mime or item.detected.mime,  # as delivered
                 "size": item.size,
                 "sha256": item.sha256,
                 "detected_type": item.detected.mime,

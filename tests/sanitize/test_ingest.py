@@ -81,6 +81,23 @@ def test_refusal_originals_and_manifest(
         _open(root, "d1", "original-1", newsroom)
 
 
+def test_the_manifest_gives_the_delivered_type_beside_the_detected_one(
+    parties: tuple[Identity, Identity, ingest.Routing], stripping: Stripping, tmp_path: Path
+) -> None:
+    """A HEIC is delivered as a JPEG: `type` and the name say so, `detected_type` keeps
+    what the source sent (the device-sealed manifest says the same)."""
+    newsroom, _, routing = parties
+    area = StagingArea(tmp_path / "staging")
+    area.wipe()
+    staged = [_stage(area, samples.heic(tmp_path).read_bytes())]
+    root = tmp_path / "blobs"
+    ingest.seal_drop_with_refusals(root, "d3", 0, None, staged, routing, stripping, None)
+    (entry,) = json.loads(_open(root, "d3", "manifest", newsroom))["files"]
+    assert entry["detected_type"] == "image/heic"
+    assert entry["type"] == "image/jpeg" and entry["name"] == "photo-1.jpg"
+    assert _open(root, "d3", "item-1", newsroom)[:3] == b"\xff\xd8\xff"
+
+
 def test_originals_are_off_by_default(
     parties: tuple[Identity, Identity, ingest.Routing], stripping: Stripping, tmp_path: Path
 ) -> None:
