@@ -109,6 +109,13 @@ def test_adding_a_language_is_one_file(tmp_path: Path) -> None:
     assert "français" in render(pages, "index.html", "en")
 
 
+def test_a_catalogue_not_named_for_a_language_is_refused(tmp_path: Path) -> None:
+    """The file's name is the language's code (`?lang=`, the cookie, <html lang>)."""
+    shutil.copy(LOCALE / "ar.po", tmp_path / "arabic.po")
+    with pytest.raises(ValueError, match=r"arabic\.po: not a language code"):
+        Pages.load(tmp_path)
+
+
 # --- messages with variable parts ----------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import random
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -526,6 +527,35 @@ def test_held_uploads_in_memory(tmp_path: Path) -> None:
     assert uploads.claim(uploads.add(unfinished), "new-cookie", 0) is tus.Unclaimable.UNFINISHED
     uploads.expire(1000.0)  # not claimed: expired, and its staged file removed
     assert len(uploads) == 0 and not unfinished.staged.path.exists()
+
+
+def test_outcomes_and_used_ids_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How finished uploads ended is remembered for as long as an upload would have been
+    kept, then forgotten; that memory, and the one of consumed held uploads, is bounded
+    (the oldest go first)."""
+    monkeypatch.setattr(tus, "MAX_OUTCOMES", 3)
+    monkeypatch.setattr(tus, "MAX_USED", 2)
+    uploads = tus.Uploads()
+    uploads.finished("stored", 10, None)
+    uploads.finished("refused", 20, "file 1: damaged")
+    now = time.time()
+    stored, refused = uploads.outcome("stored", now), uploads.outcome("refused", now)
+    assert stored is not None and (stored.length, stored.refusal) == (10, None)
+    assert now + tus.UPLOAD_SECONDS - 5 < stored.expires_at <= now + tus.UPLOAD_SECONDS
+    assert refused is not None and refused.refusal == "file 1: damaged"
+    assert uploads.outcome("never", now) is None
+    later = now + tus.UPLOAD_SECONDS + 10
+    assert uploads.outcome("stored", later) is None
+    assert uploads.outcome("stored", now) is None  # forgotten, not only hidden
+    for name in ("a", "b", "c", "d"):
+        uploads.finished(name, 1, None)
+    kept = [n for n in ("refused", "a", "b", "c", "d") if uploads.outcome(n, now) is not None]
+    assert kept == ["b", "c", "d"]
+    for name in ("x", "y", "z"):
+        uploads.consume(name)
+    assert uploads.claim("x", "cookie", now) is tus.Unclaimable.GONE  # forgotten: oldest
+    assert uploads.claim("y", "cookie", now) is tus.Unclaimable.USED
+    assert uploads.claim("z", "cookie", now) is tus.Unclaimable.USED
 
 
 async def test_a_silent_connection_does_not_block_the_resume(
