@@ -276,7 +276,7 @@ async def fetch_drop(
     relay: Relay, drop: dict[str, Any], keys: Keys, out: Path, contact: str
 ) -> None:
     drop_id = drop["id"]
-    if not _DROP_ID.fullmatch(drop_id):
+    if not isinstance(drop_id, str) or not _DROP_ID.fullmatch(drop_id):
         raise InboxError("the relay listed a malformed drop id")
     final = out / drop_id
     if not final.exists():
