@@ -45,7 +45,7 @@ from crypto.directory import Directory
 from crypto.errors import CodenameError
 from crypto.keys import Recipient
 from onion import client as tor_client
-from relay.sanitize import SNIFF_BYTES, Refused, Stripping, detect, extension_for
+from relay.sanitize import SNIFF_BYTES, Refused, Stripping, detect
 
 from . import outbox, sealing
 from .common import (
@@ -96,8 +96,7 @@ def _strip_one(stripping: Stripping, position: int, source: Path, folder: Path) 
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
-    extension = extension_for(report.mime) if report.mime else detected.extension
-    name = f"{detected.kind}-{position}.{extension}"
+    name = detected.name(position, report.mime)
     if (folder / name).exists():
         partial.unlink(missing_ok=True)
         raise DropError(f"file {position}: {name} exists already in the output folder")

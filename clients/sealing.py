@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 
 from crypto.age import Encryptor
 from crypto.keys import Recipient
-from relay.sanitize import SNIFF_BYTES, Refused, Sanitizer, detect, extension_for
+from relay.sanitize import SNIFF_BYTES, Refused, Sanitizer, detect
 
 DROP_FORMAT = "amanah-drop-v1"
 MANIFEST = "manifest.json"
@@ -151,13 +151,12 @@ def _strip_into_tar(
             except Refused as refusal:
                 return Refusal(position, detected.mime, refusal.reason, str(refusal))
             size = stripped.tell()
-            extension = extension_for(report.mime) if report.mime else detected.extension
-            member = f"item-{position}.{extension}"
+            member = f"item-{position}.{detected.delivered_extension(report.mime)}"
             stripped.seek(0)
             tar.addfile(_member(member, size), stripped)
     return {
         "blob": member,
-        "name": f"{detected.kind}-{position}.{extension}",
+        "name": detected.name(position, report.mime),
         "type": report.mime or detected.mime,
         "size": size,
         "sha256": hashing.digest.hexdigest(),

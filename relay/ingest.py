@@ -39,7 +39,7 @@ from crypto.keys import Recipient
 
 from . import blobs
 from .errors import ClientError
-from .sanitize import SNIFF_BYTES, Detected, Refused, Report, Sanitizer, detect, extension_for
+from .sanitize import SNIFF_BYTES, Detected, Refused, Report, Sanitizer, detect
 from .staging import SealedReader, SealingWriter, StagedFile
 from .store import Blob, Contact, Drop, SealedOn
 
@@ -204,9 +204,7 @@ def _seal_item(
         if send_original and routing.originals_recipients and report.stripped:
             original = _seal_original(root, drop_id, position, reader, routing)
             written.append(original)
-    name = detected.name(position)
-    if report.mime and report.mime != detected.mime:  # e.g. a HEIC delivered as a JPEG
-        name = f"{detected.kind}-{position}.{extension_for(report.mime)}"
+    name = detected.name(position, report.mime)
     return ItemRecord(blob_name, name, detected, size, digest, report, original), written
 
 

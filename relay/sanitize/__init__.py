@@ -72,9 +72,14 @@ class Detected:
     kind: str  # photo, audio, video, text or file
     extension: str
 
-    def name(self, position: int) -> str:
-        """A generated name: the kind, the file's position in the drop, the extension."""
-        return f"{self.kind}-{position}.{self.extension}"
+    def name(self, position: int, delivered: str = "") -> str:
+        """A generated name: the kind, the file's position in the drop, the extension of
+        the type delivered (`delivered`, the cleaned file's MIME type when cleaning
+        changed it: a HEIC delivered as a JPEG is photo-N.jpg), else of the type found."""
+        return f"{self.kind}-{position}.{self.delivered_extension(delivered)}"
+
+    def delivered_extension(self, delivered: str = "") -> str:
+        return extension_for(delivered) if delivered else self.extension
 
 
 def detect(head: bytes) -> Detected:
