@@ -432,7 +432,19 @@ def test_originals_reach_only_contacts_that_accept_them(tmp_path: Path, relays: 
             status, page = await submit(session, relay.source_url, fields)
             assert status == 200, page
 
+    async def original_as_seen_by(member: Member) -> tuple[bool, int]:
+        """(whether the listing names original-1, the status of asking for it anyway)."""
+        (drop,) = await waiting_drops(relay, member)
+        listed = "original-1" in [blob["name"] for blob in drop["blobs"]]
+        async with aiohttp.ClientSession() as session:
+            token = await token_for(session, relay.journalist_url, member.identity)
+            url = f"{relay.journalist_url}/api/v1/drops/{drop['id']}/blobs/original-1"
+            status, _ = await api_json(session, url, token=token)
+        return listed, status
+
     asyncio.run(send())
+    assert asyncio.run(original_as_seen_by(un)) == (True, 200)
+    assert asyncio.run(original_as_seen_by(daily)) == (False, 404)  # not served either
     for member, expect_original in ((un, True), (daily, False)):
         out = tmp_path / f"out-{member.identity_file.stem}"
         done = fetch(relay, member, out)
