@@ -270,14 +270,12 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
 
 
 def read_status(path: Path, stale_after: float) -> dict[str, Any] | None:
-    """The last status a running relay wrote, or None if there is none, it says the relay
-    stopped, or it is older than `stale_after` seconds."""
+    """The last status a running relay wrote, or None if there is none, it is damaged, it
+    says the relay stopped, or it is older than `stale_after` seconds."""
     try:
         status = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(status, dict) or "updated_at" not in status:
-        return None
-    if time.time() - float(status["updated_at"]) > stale_after:
+        if time.time() - float(status["updated_at"]) > stale_after:
+            return None
+    except (OSError, ValueError, TypeError, KeyError):  # none, damaged, or a stopped relay's
         return None
     return status
