@@ -18,9 +18,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tusclient import client as tus_client
 
 from crypto.keys import Identity
+from relay.errors import ClientError
 from relay.staging import StagingArea
 from relay.web import tus
 from tests.relayharness import (
@@ -187,6 +190,65 @@ async def test_patch_rules(setup: tuple[RelayProcess, Member, Path]) -> None:
     unknown = "/uploads/" + "0" * 32
     assert (await call(relay, "HEAD", unknown, TUS))[0] == 404
     assert (await call(relay, "DELETE", unknown, TUS))[0] == 404
+
+
+async def test_bad_patches_and_requests_are_refused(
+    setup: tuple[RelayProcess, Member, Path],
+) -> None:
+    """Offsets that are missing or not numbers, requests without the tus version, ids that
+    are not ids: a clear refusal each, and the upload is untouched."""
+    relay, _, _ = setup
+    location = await create(relay, 10)
+    patch = {**TUS, "Content-Type": "application/offset+octet-stream"}
+    for headers, status in (
+        (patch, 400),  # no Upload-Offset
+        ({**patch, "Upload-Offset": "three"}, 400),
+        ({**patch, "Upload-Offset": "-1"}, 409),
+        ({**patch, "Upload-Offset": "99999999999999999999999"}, 409),
+        ({"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}, 412),
+    ):
+        got, _, text = await call(relay, "PATCH", location, headers, b"abc")
+        assert got == status and text.strip(), (headers, got, text)
+    assert (await call(relay, "HEAD", location, {}))[0] == 412
+    assert (await call(relay, "DELETE", location, {}))[0] == 412
+    assert await offset(relay, location) == 0
+    for path in ("/uploads/" + "0" * 31, "/uploads/" + "G" * 32, location + "/x"):
+        assert (await call(relay, "HEAD", path, TUS))[0] == 404, path
+    assert (await call(relay, "DELETE", location, TUS))[0] == 204
+
+
+@given(st.text(max_size=300))
+def test_upload_metadata_parses_or_is_refused(header: str) -> None:
+    """Any header: a dict of text, or ClientError (400), never another exception."""
+    try:
+        parsed = tus.parse_metadata(header)
+    except ClientError:
+        return
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items())
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("", {}),
+        ("held MQ==,contacts YWxwaGEsYmV0YQ==", {"held": "1", "contacts": "alpha,beta"}),
+        ("filename", {"filename": ""}),  # a key without a value (tus allows it)
+        (" held MQ== , ,", {"held": "1"}),
+        ("held MQ", None),  # not padded base64
+        ("held /w==", None),  # base64 of a byte that is not UTF-8
+        ("h\u00e9ld MQ==", None),  # a key that is not ASCII
+        ("he\x00ld MQ==", None),
+        ("held MQ==,held MQ==", None),
+        ("held MQ== MQ==", None),  # two values
+        ("contacts " + "QUFB" * 1100, None),  # over 4 KiB
+    ],
+)
+def test_upload_metadata_cases(header: str, expected: dict[str, str] | None) -> None:
+    if expected is None:
+        with pytest.raises(ClientError):
+            tus.parse_metadata(header)
+    else:
+        assert tus.parse_metadata(header) == expected
 
 
 async def test_a_refused_patch_closes_its_connection(
