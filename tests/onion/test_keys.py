@@ -42,6 +42,29 @@ def test_a_damaged_key_file_is_an_error(tmp_path: Path, content: str) -> None:
         keys.load(tmp_path, "source")
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{key}\n",
+        b"{key}\nwithdraw-after: soon\n",
+        b"{key}\nwithdraw-after:\n",
+        b"{key}\nwithdraw_after: 1\n",
+        b"{key}\nwithdraw-after: 1\nwithdraw-after: 2\n",
+        b"amanah-onion-service-key-v1:AAAA\nwithdraw-after: 1\n",
+        b"\xff{key}\nwithdraw-after: 1\n",
+    ],
+)
+def test_a_damaged_retiring_key_file_is_an_error(tmp_path: Path, content: bytes) -> None:
+    keys.ensure(tmp_path, "source")
+    keys.rotate(tmp_path, "source", 60, NOW)
+    path = keys.retiring_path(tmp_path, "source")
+    key_line = path.read_bytes().splitlines()[0]
+    path.write_bytes(content.replace(b"{key}", key_line))
+    with pytest.raises(OnionKeyError):
+        keys.load_retiring(tmp_path, "source")
+
+
 def test_unknown_services_are_refused(tmp_path: Path) -> None:
     with pytest.raises(OnionKeyError, match="unknown onion service"):
         keys.ensure(tmp_path, "../escape")
