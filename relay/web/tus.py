@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import enum
 import secrets
 import time
@@ -262,7 +261,7 @@ def parse_metadata(header: str) -> dict[str, str]:
             raise ClientError("Upload-Metadata is malformed")
         try:
             metadata[key] = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, or a value not ASCII
             raise ClientError("Upload-Metadata values must be base64 of UTF-8") from None
     return metadata
 

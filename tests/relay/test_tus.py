@@ -145,6 +145,7 @@ async def test_options_says_what_the_server_speaks(
         ({**TUS, "Upload-Length": str(MAX_TOTAL + 1)}, 413),
         ({**TUS, "Upload-Length": "10", "Upload-Metadata": "contacts !!!"}, 400),
         ({**TUS, "Upload-Length": "10", "Upload-Metadata": "a YQ==,a YQ=="}, 400),
+        ({**TUS, "Upload-Length": "10", "Upload-Metadata": "contacts \u00e9t\u00e9"}, 400),
         (
             {
                 **TUS,
