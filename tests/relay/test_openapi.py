@@ -140,6 +140,15 @@ class Relay:
             timeout=10,
         )
 
+    def new_contact(self, name: str) -> MemberIdentity:
+        """Registers a contact `name` with one new member, and returns the member."""
+        member = MemberIdentity.generate()
+        adding = contacts.add_contact(
+            self.context.store, name, [member.card.encode()], "", False, 1
+        )
+        self.run(adding)
+        return member
+
     def token(self, member: MemberIdentity | None = None) -> str:
         """A bearer token for `member` (by default the contact's member)."""
         answered = self.log_in(member or self.member)
@@ -425,14 +434,7 @@ def test_reply_conforms(relay: Relay, token: str) -> None:
 
 
 def test_removed_member_is_refused_at_once(relay: Relay) -> None:
-    member = MemberIdentity.generate()
-
-    async def add() -> None:
-        await contacts.add_contact(
-            relay.context.store, "the-weekly", [member.card.encode()], "", False, 1
-        )
-
-    relay.run(add())
+    member = relay.new_contact("the-weekly")
     token = relay.token(member)
     listed = requests.get(f"{relay.base}/api/v1/drops", headers=bearer(token), timeout=10)
     assert listed.status_code == 200
@@ -444,14 +446,7 @@ def test_removed_member_is_refused_at_once(relay: Relay) -> None:
 
 
 def test_another_contacts_drop_does_not_exist_for_you(relay: Relay) -> None:
-    member = MemberIdentity.generate()
-
-    async def add() -> None:
-        await contacts.add_contact(
-            relay.context.store, "the-monthly", [member.card.encode()], "", False, 1
-        )
-
-    relay.run(add())
+    member = relay.new_contact("the-monthly")
     token = relay.token(member)
     try:
         for method, url, unknown in (
