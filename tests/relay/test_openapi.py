@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -59,6 +58,7 @@ from relay import contacts, datadir, ingest, server
 from relay.store import Store
 from relay.web import common, journalist, source
 from relay.web.common import RelayContext, store_drop
+from tests.relayharness import free_ports
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 SCHEMA = schemathesis.openapi.from_path(DOCUMENT)
@@ -156,12 +156,6 @@ class Relay:
         return str(answered.json()["token"])
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def seed_drop(context: RelayContext, login_id: str, reply_handle: str) -> str:
     """A drop from a (codename-less) source, sealed and stored by the form path's own
     `store_drop`."""
@@ -182,10 +176,11 @@ async def seed_drop(context: RelayContext, login_id: str, reply_handle: str) -> 
 async def start_relay(data_dir: Path, loop: asyncio.AbstractEventLoop) -> Relay:
     keys = datadir.initialise(data_dir)
     config = configuration.load(data_dir, environ={})
+    source_port, journalist_port = free_ports(2)  # held together while chosen: distinct
     config = dataclasses.replace(
         config,
         server=dataclasses.replace(
-            config.server, source_port=free_port(), journalist_port=free_port()
+            config.server, source_port=source_port, journalist_port=journalist_port
         ),
     )
     store = await Store.open(config.database)
