@@ -71,6 +71,19 @@ def exif_tags(path: Path) -> dict[str, object]:
     return tags
 
 
+def head_offsets(page: Page) -> list[int]:
+    """The Upload-Offset of every HEAD answer the page gets from now on: where each
+    resume started, as the relay said."""
+    offsets: list[int] = []
+
+    def heard(response: Response) -> None:
+        if response.request.method == "HEAD":
+            offsets.append(int(response.headers["upload-offset"]))
+
+    page.on("response", heard)
+    return offsets
+
+
 async def submit_and_wait(page: Page) -> None:
     async with page.expect_navigation(url="**/submit", timeout=120_000):
         await page.click("#send button[type=submit]")
@@ -178,15 +191,9 @@ async def test_an_upload_cut_three_times_resumes_and_arrives_whole(
     size = video.stat().st_size
     proxy = CutProxy(relay.source_port, cut_after=CUT, cuts=3)
     base = f"http://127.0.0.1:{await proxy.start()}"
-    offsets: list[int] = []
-
-    def heard(response: Response) -> None:
-        if response.request.method == "HEAD":
-            offsets.append(int(response.headers["upload-offset"]))
-
     try:
         async with chromium(tmp_path / "profile", javascript=True) as (_, page, watch):
-            page.on("response", heard)
+            offsets = head_offsets(page)
             await page.goto(base + "/")
             await page.fill("#message", "cut three times")
             await page.set_input_files("#files", [video])
@@ -215,12 +222,6 @@ async def test_a_reload_mid_upload_resumes_from_the_relays_offset(
     size = video.stat().st_size
     proxy = CutProxy(relay.source_port, stall_after=STALL, stalls=1)
     base = f"http://127.0.0.1:{await proxy.start()}"
-    resumed: list[int] = []
-
-    def heard(response: Response) -> None:
-        if response.request.method == "HEAD":
-            resumed.append(int(response.headers["upload-offset"]))
-
     try:
         async with chromium(tmp_path / "profile", javascript=True) as (_, page, watch):
             await page.goto(base + "/")
@@ -241,7 +242,7 @@ async def test_a_reload_mid_upload_resumes_from_the_relays_offset(
             stored = await page.evaluate("JSON.stringify(Object.entries(localStorage))")
             assert "tus::amanah-" in stored and "secret-name" not in stored, stored
             before = proxy.upstream
-            page.on("response", heard)
+            resumed = head_offsets(page)
             await page.reload()  # the upload in flight is abandoned with the page
             await page.set_input_files("#files", [video])  # the source picks it again
             await submit_and_wait(page)
