@@ -75,6 +75,15 @@ def encode_metadata(metadata: Mapping[str, str]) -> str:
 OUTCOME_HEADER = "Amanah-Outcome"
 
 
+def _upload_offset(response: aiohttp.ClientResponse, length: int) -> int:
+    """The relay's Upload-Offset: how much of the `length` bytes it has. Raises UserError
+    for none, or one that is not a number from 0 to `length`."""
+    text = response.headers.get("Upload-Offset", "")
+    if not (text.isascii() and text.isdigit() and int(text) <= length):
+        raise UserError(f"the relay's answer has no valid Upload-Offset ({response.status})")
+    return int(text)
+
+
 async def _reason(response: aiohttp.ClientResponse) -> str:
     text = (await response.text(errors="replace")).strip()
     return text.splitlines()[0][:300] if text else ""
@@ -107,21 +116,22 @@ class Uploader:
         self.on_offset(url, 0)
         return url
 
-    async def offset(self, url: str) -> int:
-        """How much of the upload the relay has. Raises Gone, Refused, or _Stored when the
-        relay already stored the drop (its answer to the last PATCH was lost)."""
+    async def offset(self, url: str, length: int) -> int:
+        """How much of the upload (of `length` bytes) the relay has. Raises Gone, Refused,
+        UserError, or _Stored when the relay already stored the drop (its answer to the
+        last PATCH was lost)."""
         async with self.session.head(url, headers=TUS) as response:
             outcome = response.headers.get(OUTCOME_HEADER)
             if response.status == 410 and outcome == "refused":
                 raise Refused(409, response.headers.get("Amanah-Reason", ""))
             if response.status == 200 and outcome == "stored":
-                self.on_offset(url, int(response.headers.get("Upload-Offset", "-1")))
+                self.on_offset(url, _upload_offset(response, length))
                 raise _Stored()
             if response.status in (404, 410):
                 raise Gone()
             if response.status != 200:
                 raise Refused(response.status, await _reason(response))
-            offset = int(response.headers.get("Upload-Offset", "-1"))
+            offset = _upload_offset(response, length)
         self.on_offset(url, offset)
         return offset
 
@@ -146,7 +156,7 @@ class Uploader:
 
     async def _patch(self, url: str, path: Path, offset: int, length: int) -> int:
         """One PATCH from `offset` to the end. Returns the relay's new offset. Raises
-        Gone, Refused, a transport error, or _Busy."""
+        Gone, Refused, UserError, a transport error, or _Busy."""
         headers = {
             **TUS,
             "Upload-Offset": str(offset),
@@ -156,7 +166,7 @@ class Uploader:
         body = self._body(path, offset, length)
         async with self.session.patch(url, data=body, headers=headers) as response:
             if response.status == 204:
-                new_offset = int(response.headers.get("Upload-Offset", "-1"))
+                new_offset = _upload_offset(response, length)
                 self.on_offset(url, new_offset)
                 return new_offset
             if response.status in (404, 410):
@@ -177,7 +187,7 @@ class Uploader:
         while True:
             try:
                 try:
-                    offset = await self.offset(url)
+                    offset = await self.offset(url, length)
                 except _Stored:
                     return
                 if offset > best:
