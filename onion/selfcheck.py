@@ -167,31 +167,25 @@ class SelfChecker:
             self.result = replace(before, next_at=now + self.result.retry)
             return self.result  # nothing published yet: ask again soon
         address, published_at = target
-        failure, socks = await self._precondition()
-        if failure is None and socks is None:
-            self.result = before.off(
-                address, "tor has no SOCKS port on loopback to check through", now
-            )
-        else:
-            if failure is None and socks is not None:
-                failure = await self._fetch(address, socks)
-            now = time.time()
-            self.result = (
-                before.succeeded(address, now)
-                if failure is None
-                else before.failed(address, published_at, now, failure)
-            )
-        self._log_change(before, self.result)
-        return self.result
-
-    async def _precondition(self) -> tuple[str | None, tuple[str, int] | None]:
-        """(why a fetch cannot work now, or None; the SOCKS listener, or None). A tor that
-        has not bootstrapped has no SOCKS listener either when its network is disabled:
-        the bootstrap is the reason an operator can act on."""
+        # A tor that has not bootstrapped has no SOCKS listener either when its network is
+        # disabled: the bootstrap is the reason an operator can act on, so it comes first.
         percent = await self.bootstrap()
         if percent is not None and percent < 100:
-            return f"tor has not reached the Tor network (bootstrap {percent}%)", None
-        return None, await self.socks()
+            failure = f"tor has not reached the Tor network (bootstrap {percent}%)"
+            result = before.failed(address, published_at, time.time(), failure)
+        elif (socks := await self.socks()) is None:
+            result = before.off(address, "tor has no SOCKS port on loopback to check through", now)
+        else:
+            reason = await self._fetch(address, socks)
+            now = time.time()
+            result = (
+                before.succeeded(address, now)
+                if reason is None
+                else before.failed(address, published_at, now, reason)
+            )
+        self.result = result
+        self._log_change(before, result)
+        return result
 
     async def _fetch(self, address: str, socks: tuple[str, int]) -> str | None:
         """None if the source page answered 200 through tor, else why not, in tor's terms.
