@@ -295,22 +295,6 @@ def seal_drop(
     routing: Routing,
     sanitizer: Sanitizer,
     reply_to: ReplyTo | None,
-) -> list[SealedBlob]:
-    """`seal_drop_with_refusals` without originals, returning the blobs only."""
-    return seal_drop_with_refusals(
-        root, drop_id, created_at, message_text, staged, routing, sanitizer, reply_to
-    ).blobs
-
-
-def seal_drop_with_refusals(
-    root: Path,
-    drop_id: str,
-    created_at: int,
-    message_text: str | None,
-    staged: Sequence[StagedFile],
-    routing: Routing,
-    sanitizer: Sanitizer,
-    reply_to: ReplyTo | None,
     send_originals: bool = False,
 ) -> SealedDrop:
     """Blocking: seals the message and every staged file the sanitizer accepts under

@@ -105,13 +105,13 @@ async def store_drop(
 ) -> tuple[str, ingest.SealedDrop]:
     """Sanitizes and seals a drop on the relay (in a worker thread, `context.sealing` at a
     time), then records it, with its new source if it has one. Returns the drop's id and
-    what was sealed and refused. Raises what `ingest.seal_drop_with_refusals` and
+    what was sealed and refused. Raises what `ingest.seal_drop` and
     `Store.add_drop` raise; nothing of the drop is left on disk then."""
     drop_id = ingest.new_drop_id()
     created = ingest.hour(int(time.time()))
     async with context.sealing:
         sealed = await asyncio.to_thread(
-            ingest.seal_drop_with_refusals,
+            ingest.seal_drop,
             context.config.blobs,
             drop_id,
             created,

@@ -55,7 +55,7 @@ def test_refusal_originals_and_manifest(
     photo = samples.jpeg(tmp_path).read_bytes()
     staged = [_stage(area, photo), _stage(area, os.urandom(5000))]
     root = tmp_path / "blobs"
-    sealed = ingest.seal_drop_with_refusals(
+    sealed = ingest.seal_drop(
         root, "d1", 0, "hello", staged, routing, stripping, None, send_originals=True
     )
     assert [r.position for r in sealed.refusals] == [2]
@@ -91,7 +91,7 @@ def test_the_manifest_gives_the_delivered_type_beside_the_detected_one(
     area.wipe()
     staged = [_stage(area, samples.heic(tmp_path).read_bytes())]
     root = tmp_path / "blobs"
-    ingest.seal_drop_with_refusals(root, "d3", 0, None, staged, routing, stripping, None)
+    ingest.seal_drop(root, "d3", 0, None, staged, routing, stripping, None)
     (entry,) = json.loads(_open(root, "d3", "manifest", newsroom))["files"]
     assert entry["detected_type"] == "image/heic"
     assert entry["type"] == "image/jpeg" and entry["name"] == "photo-1.jpg"
@@ -105,9 +105,7 @@ def test_originals_are_off_by_default(
     area = StagingArea(tmp_path / "staging")
     area.wipe()
     staged = [_stage(area, samples.jpeg(tmp_path).read_bytes())]
-    sealed = ingest.seal_drop_with_refusals(
-        tmp_path / "blobs", "d2", 0, None, staged, routing, stripping, None
-    )
+    sealed = ingest.seal_drop(tmp_path / "blobs", "d2", 0, None, staged, routing, stripping, None)
     assert {b.name for b in sealed.blobs} == {"manifest", "item-1"}
 
 
@@ -120,6 +118,6 @@ def test_a_drop_with_nothing_left_is_refused_whole(
     staged = [_stage(area, b"#!/bin/sh\necho hi\n"), _stage(area, os.urandom(100))]
     root = tmp_path / "blobs"
     with pytest.raises(ClientError) as caught:
-        ingest.seal_drop_with_refusals(root, "d3", 0, None, staged, routing, stripping, None)
+        ingest.seal_drop(root, "d3", 0, None, staged, routing, stripping, None)
     assert "file 1: " in str(caught.value) and "file 2: " in str(caught.value)
     assert not (root / ingest.drop_path("d3")).exists()
