@@ -16,18 +16,17 @@ SIGKILL after a grace: tor 0.4.9 sometimes hangs at shutdown).
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onion.tor import TorProcess
+from tests.onion.torfixtures import TOR
 from tests.relayharness import free_ports
 
-TOR = "/usr/sbin/tor"
 GENCERT = "/usr/bin/tor-gencert"
 VOTING_INTERVAL = 20
-STOP_GRACE = 5.0
 
 
 def _common(authorities: list[str]) -> list[str]:
@@ -103,15 +102,8 @@ class Node:
             )
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_GRACE)
+        if self.process is not None:
+            TorProcess(self.process, self.data_dir, 0).stop()  # SIGTERM, then SIGKILL
 
     @property
     def log(self) -> str:
