@@ -69,7 +69,7 @@ def is_onion_url(url: str) -> bool:
 
 
 def onion_host(url: str) -> str:
-    """The `.onion` host of `url`, checked. Raises OnionKeyError-free ValueError."""
+    """The `.onion` host of `url`, checked (a well-formed v3 address). Raises ValueError."""
     host = urlsplit(url).hostname or ""
     return service_id(host) + ".onion"
 
