@@ -101,8 +101,9 @@ def unreachable(exc: Exception) -> UserError:
 
 
 async def fetch_bytes(session: aiohttp.ClientSession, url: str, what: str) -> bytes:
-    """GET `url`. Raises UserError for an answer other than 200."""
-    async with session.get(url) as response:
+    """GET `url`. Raises UserError for an answer other than 200, a redirect included:
+    none is followed, so nothing of the request goes to a host the person did not name."""
+    async with session.get(url, allow_redirects=False) as response:
         if response.status != 200:
             raise UserError(f"the relay did not give its {what} ({response.status})")
         return await response.read()

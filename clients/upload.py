@@ -13,18 +13,25 @@ Rules:
   known, so a later run can carry on (clients/outbox.py keeps them);
 - a failure is retried with growing pauses while it is a transport failure or the relay
   is still busy with the broken connection (409), for at most `patience` seconds without
-  a byte of progress; a refusal (4xx with a reason) is final and is raised at once.
+  a byte of progress; a refusal (4xx with a reason) is final and is raised at once;
+- every request goes to the relay the person named and nowhere else: no redirect is
+  followed (a 3xx is an error), and the upload URL a relay answers with (`Location`) must
+  be on the same scheme, host and port, one plain name under its tus path; otherwise the
+  client stops before a byte of the file, its metadata or its timing goes anywhere.
+  A hostile relay, or anything on the way to a loopback one, could otherwise send the
+  ciphertext to another host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import aiohttp
 
@@ -49,6 +56,12 @@ class Refused(UserError):
 class Unknown(UserError):
     """The connection broke after the last byte and the relay has forgotten the upload:
     it stored the drop or refused it, and its answer was lost."""
+
+
+class Misdirected(UserError):
+    """The relay answered with a redirect, or named an upload URL on another server or
+    outside its upload path. Nothing was sent there; the state is kept, so once the
+    relay (or what stands in front of it) is fixed, the same command carries on."""
 
 
 class Gone(Exception):
@@ -84,6 +97,54 @@ def _upload_offset(response: aiohttp.ClientResponse, length: int) -> int:
     return int(text)
 
 
+# One path segment as an upload's name: the relay's ids are 32 hex digits (relay/web/tus.py);
+# anything with a slash, a dot segment, an escape or a query could lead elsewhere.
+_UPLOAD_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _server(parts: SplitResult) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the port filled in from the scheme. Raises
+    ValueError for a port that is not a number from 0 to 65535."""
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+def upload_url(endpoint: str, location: str) -> str:
+    """The upload URL `location` names, resolved against the tus `endpoint` (…/uploads).
+    Raises Misdirected unless it is on the endpoint's scheme, host and port, and is one
+    plain name under the endpoint's path (no user, query or fragment)."""
+    url = urljoin(endpoint, location)
+    parts, relay = urlsplit(url), urlsplit(endpoint)
+    try:
+        same_server = _server(parts) == _server(relay)
+    except ValueError:
+        same_server = False
+    if not same_server or parts.username is not None or parts.password is not None:
+        raise Misdirected(
+            "the relay named an upload URL on another server; nothing was sent there",
+            "check --relay; if it is right, the relay (or a proxy in front of it) is "
+            "misconfigured or hostile: tell its operator",
+        )
+    prefix = relay.path.rstrip("/") + "/"
+    name = parts.path[len(prefix) :]
+    if not parts.path.startswith(prefix) or not _UPLOAD_NAME.fullmatch(name):
+        raise Misdirected("the relay named an upload URL outside its upload path")
+    if parts.query or parts.fragment:
+        raise Misdirected("the relay named an upload URL with a query or fragment")
+    return url
+
+
+def _refuse_redirect(response: aiohttp.ClientResponse) -> None:
+    """Raises Misdirected for a 3xx answer: never followed (see the rules above)."""
+    if 300 <= response.status < 400:
+        raise Misdirected(
+            f"the relay answered {response.method} with a redirect ({response.status}); "
+            "not followed, nothing was sent elsewhere",
+            "check --relay; a relay does not redirect uploads: tell its operator",
+        )
+
+
 async def _reason(response: aiohttp.ClientResponse) -> str:
     text = (await response.text(errors="replace")).strip()
     return text.splitlines()[0][:300] if text else ""
@@ -106,21 +167,26 @@ class Uploader:
         self.transfer = Transfer()
 
     async def create(self, length: int, metadata: Mapping[str, str]) -> str:
-        """POSTs a new upload; returns its absolute URL. Raises Refused."""
+        """POSTs a new upload; returns its absolute URL. Raises Refused, or Misdirected
+        for a redirect or an upload URL elsewhere (then nothing is remembered)."""
         headers = {**TUS, "Upload-Length": str(length)}
         headers["Upload-Metadata"] = encode_metadata(metadata)
-        async with self.session.post(self.endpoint, headers=headers) as response:
+        async with self.session.post(
+            self.endpoint, headers=headers, allow_redirects=False
+        ) as response:
+            _refuse_redirect(response)
             if response.status != 201 or "Location" not in response.headers:
                 raise Refused(response.status, await _reason(response))
-            url = urljoin(self.endpoint, response.headers["Location"])
+            url = upload_url(self.endpoint, response.headers["Location"])
         self.on_offset(url, 0)
         return url
 
     async def offset(self, url: str, length: int) -> int:
         """How much of the upload (of `length` bytes) the relay has. Raises Gone, Refused,
-        UserError, or _Stored when the relay already stored the drop (its answer to the
-        last PATCH was lost)."""
-        async with self.session.head(url, headers=TUS) as response:
+        UserError (Misdirected for a redirect), or _Stored when the relay already stored
+        the drop (its answer to the last PATCH was lost)."""
+        async with self.session.head(url, headers=TUS, allow_redirects=False) as response:
+            _refuse_redirect(response)
             outcome = response.headers.get(OUTCOME_HEADER)
             if response.status == 410 and outcome == "refused":
                 raise Refused(409, response.headers.get("Amanah-Reason", ""))
@@ -156,7 +222,8 @@ class Uploader:
 
     async def _patch(self, url: str, path: Path, offset: int, length: int) -> int:
         """One PATCH from `offset` to the end. Returns the relay's new offset. Raises
-        Gone, Refused, UserError, a transport error, or _Busy."""
+        Gone, Refused, UserError (Misdirected for a redirect), a transport error, or
+        _Busy."""
         headers = {
             **TUS,
             "Upload-Offset": str(offset),
@@ -164,7 +231,10 @@ class Uploader:
             "Content-Length": str(length - offset),
         }
         body = self._body(path, offset, length)
-        async with self.session.patch(url, data=body, headers=headers) as response:
+        async with self.session.patch(
+            url, data=body, headers=headers, allow_redirects=False
+        ) as response:
+            _refuse_redirect(response)
             if response.status == 204:
                 new_offset = _upload_offset(response, length)
                 self.on_offset(url, new_offset)
@@ -179,7 +249,10 @@ class Uploader:
     async def send(self, url: str, path: Path, length: int) -> None:
         """Sends the file until the relay has all of it and has stored the drop. Raises
         Refused (final), Gone (start again with `create`), UserError when no progress
-        was made for `patience` seconds (the state is kept: run again to carry on)."""
+        was made for `patience` seconds (the state is kept: run again to carry on),
+        Misdirected for a `url` that is not one of this relay's uploads (a state file
+        written before the check existed, or edited) or a redirect."""
+        upload_url(self.endpoint, url)
         pause = FIRST_PAUSE
         best, stalled_since = -1, time.monotonic()
         conflict: str | None = None  # the 409 reason of the last PATCH, if it got one
