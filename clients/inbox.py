@@ -14,6 +14,11 @@ to OUT/<drop>.partial, fsync every file, rename the folder to OUT/<drop>, fsync 
 then acknowledge, after which the relay deletes the drop once every contact has it.
 A drop is never acknowledged before it is safely on this disk.
 
+Every answer of the relay is read against docs/openapi.yaml before it is used (a drop id
+and a blob name become paths under OUT, a size and a checksum judge a download, a contact
+name is printed): a malformed one is one clear error naming the field (MalformedAnswer),
+raised before anything is downloaded, written or acknowledged. No redirect is followed.
+
 Over Tor: a `.onion` --relay URL is reached through tor's SOCKS port (--tor-socks, names
 resolved by tor, never locally); --onion-auth FILE first gives the member's client-auth
 key (the `.auth_private` file the operator handed over) to that tor's control port. A
@@ -31,6 +36,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +65,30 @@ INCOMING = ".incoming"
 _SAFE_NAME = re.compile(r"[a-z]+-[0-9]{1,4}\.[a-z0-9]{1,5}|message\.txt")
 _DROP_ID = re.compile(r"[0-9a-f]{32}")
 _BLOB_NAME = re.compile(r"manifest|message|sealed|(item|original)-[1-9][0-9]{0,3}")
+# The rest of what docs/openapi.yaml says of the relay's answers, as far as this client uses it.
+_CONTACT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # goes into a header: no space, no line break
+_CHALLENGE = re.compile(r"[A-Za-z0-9+/]{43}=")  # 32 bytes, standard base64
+_SEALED_ON = re.compile(r"relay|device")
+# A file name already checked by its own rule (_SAFE_NAME, originals_for), checked again.
+_ANY = re.compile(r"(?!\.{1,2}$)[^/\x00]{1,255}")
 
 
 class InboxError(UserError):
     """A failure the user can act on; printed as `amanah-inbox: error: ...`."""
+
+
+class MalformedAnswer(InboxError):
+    """The relay answered something its API does not describe (docs/openapi.yaml): it is
+    broken, out of date or hostile. The message names the answer and the field, never the
+    value (a hostile value could be anything)."""
+
+    def __init__(self, what: str, problem: str, hint: str | None = None) -> None:
+        super().__init__(
+            f"the relay's answer to {what} was malformed: {problem}",
+            hint or "nothing was saved or acknowledged; tell the relay's operator",
+        )
 
 
 class RefusedDrop(InboxError):
@@ -122,32 +148,175 @@ class Relay:
         self.base = base.rstrip("/")
         self.token: str | None = None
 
-    async def json(self, method: str, path: str, body: Any = None) -> Any:
+    async def json(self, method: str, path: str, body: Any = None, answer: bool = True) -> Any:
+        """The JSON of the relay's 2xx answer (None when `answer` is not wanted). Raises
+        InboxError for a refusal or a redirect (never followed: the token must not go
+        anywhere else), MalformedAnswer for an answer that is not JSON."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with self.session.request(
-            method, self.base + path, json=body, headers=headers
+            method, self.base + path, json=body, headers=headers, allow_redirects=False
         ) as response:
             data = await response.read()
             if response.status >= 400:
                 raise InboxError(f"the relay refused {path}: {response.status} {_message(data)}")
+            if response.status >= 300:
+                raise InboxError(
+                    f"the relay answered {path} with a redirect ({response.status}); not followed",
+                    "check --relay; a relay does not redirect its API: tell its operator",
+                )
+        if not answer:
+            return None
+        try:
             return json.loads(data)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            raise MalformedAnswer(f"{method} {path}", "it is not JSON") from None
 
     async def login(self, identity: MemberIdentity) -> None:
+        """Signs the relay's challenge; keeps the token. Raises InboxError."""
         verify_key = str(identity.signing_key.verify_key)
-        issued = await self.json("POST", "/api/v1/auth/challenge", {"verify_key": verify_key})
-        challenge = base64.b64decode(issued["challenge"])
-        relay_key = issued["relay_key"]
-        signature = identity.signing_key.sign(auth_message(VerifyKey.parse(relay_key), challenge))
-        answer = await self.json(
-            "POST",
-            "/api/v1/auth/token",
-            {
-                "verify_key": verify_key,
-                "challenge": issued["challenge"],
-                "signature": base64.b64encode(signature).decode(),
-            },
+        path = "/api/v1/auth/challenge"
+        read = Answer(f"POST {path}")
+        issued = read.object(await self.json("POST", path, {"verify_key": verify_key}))
+        challenge = read.text(issued, "challenge", _CHALLENGE, "32 bytes in base64")
+        relay_key = read.text(issued, "relay_key", re.compile(r"\S{1,200}"), "a key")
+        try:
+            message = auth_message(VerifyKey.parse(relay_key), base64.b64decode(challenge))
+        except CryptoError:
+            raise read.malformed("relay_key is not a signing key") from None
+        path = "/api/v1/auth/token"
+        read = Answer(f"POST {path}")
+        answer = read.object(
+            await self.json(
+                "POST",
+                path,
+                {
+                    "verify_key": verify_key,
+                    "challenge": challenge,
+                    "signature": base64.b64encode(identity.signing_key.sign(message)).decode(),
+                },
+            )
         )
-        self.token = answer["token"]
+        self.token = read.text(answer, "token", _TOKEN, "a token")
+
+
+class Answer:
+    """Reads one JSON answer of the relay (`what`: its method and path) field by field;
+    each complaint (MalformedAnswer) names the field, as `drops[0].blobs[1].size`."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def malformed(self, problem: str) -> MalformedAnswer:
+        return MalformedAnswer(self.what, problem)
+
+    def object(self, value: Any, field: str = "") -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.malformed(f"{field or 'it'} is not a JSON object")
+        return value
+
+    def member(self, obj: dict[str, Any], key: str, field: str = "") -> Any:
+        if key not in obj:
+            raise self.malformed(f"{_join(field, key)} is missing")
+        return obj[key]
+
+    def text(
+        self, obj: dict[str, Any], key: str, pattern: re.Pattern[str], meaning: str, field: str = ""
+    ) -> str:
+        value = self.member(obj, key, field)
+        if not isinstance(value, str):
+            raise self.malformed(f"{_join(field, key)} is not a string")
+        if not pattern.fullmatch(value):
+            raise self.malformed(f"{_join(field, key)} is not {meaning}")
+        return value
+
+    def size(self, obj: dict[str, Any], key: str, field: str) -> int:
+        value = self.member(obj, key, field)
+        if type(value) is not int:  # not a bool, a float or a string of digits
+            raise self.malformed(f"{_join(field, key)} is not a whole number")
+        if value < 0:
+            raise self.malformed(f"{_join(field, key)} is negative")
+        return value
+
+    def array(self, obj: dict[str, Any], key: str, field: str = "") -> list[Any]:
+        value = self.member(obj, key, field)
+        if not isinstance(value, list):
+            raise self.malformed(f"{_join(field, key)} is not a list")
+        return value
+
+
+def _join(field: str, key: str) -> str:
+    return f"{field}.{key}" if field else key
+
+
+@dataclass(frozen=True)
+class ListedBlob:
+    name: str  # matches _BLOB_NAME: a plain name, safe as a file name
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ListedDrop:
+    id: str  # matches _DROP_ID: safe as a folder name
+    sealed_on: str  # "relay" or "device"
+    blobs: tuple[ListedBlob, ...]
+    reply_handle: str | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    contact: str
+    drops: tuple[ListedDrop, ...]
+
+
+LISTING = "GET /api/v1/drops"
+
+
+def parse_listing(value: Any) -> Listing:
+    """The relay's list of waiting drops, every drop and blob checked (parse_drop).
+    Raises MalformedAnswer."""
+    read = Answer(LISTING)
+    listing = read.object(value)
+    contact = read.text(listing, "contact", _CONTACT, "a contact name")
+    drops = read.array(listing, "drops")
+    return Listing(contact, tuple(parse_drop(d, f"drops[{i}]") for i, d in enumerate(drops)))
+
+
+def parse_drop(value: Any, field: str = "drop") -> ListedDrop:
+    """One listed drop. Its id and its blob names become paths under --out, so each must
+    be a plain name (_DROP_ID, _BLOB_NAME): this is where a name that would climb out
+    (`../x`, `/tmp/x`, ``) is refused, before anything is downloaded or written. Raises
+    MalformedAnswer."""
+    read = Answer(LISTING)
+    drop = read.object(value, field)
+    drop_id = read.text(drop, "id", _DROP_ID, "a drop id (32 hex digits)", field)
+    sealed_on = read.text(drop, "sealed_on", _SEALED_ON, "relay or device", field)
+    blobs = []
+    for i, each in enumerate(read.array(drop, "blobs", field)):
+        where = f"{field}.blobs[{i}]"
+        blob = read.object(each, where)
+        name = read.text(blob, "name", _BLOB_NAME, "a plain blob name", where)
+        size = read.size(blob, "size", where)
+        sha256 = read.text(blob, "sha256", _SHA256, "a SHA-256 (64 hex digits)", where)
+        blobs.append(ListedBlob(name, size, sha256))
+    names = [b.name for b in blobs]
+    if len(set(names)) != len(names):
+        raise read.malformed(f"{field}.blobs names a blob twice")
+    needed = "sealed" if sealed_on == "device" else "manifest"
+    if needed not in names:
+        raise read.malformed(f"{field}.blobs has no {needed} blob")
+    handle = drop.get("reply_handle")
+    if handle is not None and not (isinstance(handle, str) and _DROP_ID.fullmatch(handle)):
+        raise read.malformed(f"{field}.reply_handle is not a reply handle (32 hex digits)")
+    return ListedDrop(drop_id, sealed_on, tuple(blobs), handle)
+
+
+def _plain(folder: Path, name: str, pattern: re.Pattern[str]) -> Path:
+    """`folder / name`, for a name the listing was checked for (parse_drop), checked
+    again where it becomes a path, so that no caller can hand one that climbs out."""
+    if not pattern.fullmatch(name):
+        raise InboxError("refusing a name from the relay that is not a plain file name")
+    return folder / name
 
 
 def _message(data: bytes) -> str:
@@ -169,7 +338,7 @@ async def download(
         headers = {"Authorization": f"Bearer {relay.token}"}
         if have:
             headers["Range"] = f"bytes={have}-"
-        async with relay.session.get(url, headers=headers) as response:
+        async with relay.session.get(url, headers=headers, allow_redirects=False) as response:
             if response.status not in (200, 206):
                 raise InboxError(f"download of {label} failed: {response.status}")
             if response.status == 200:
@@ -178,6 +347,8 @@ async def download(
                 f.seek(have)
                 last = 0.0
                 async for chunk in response.content.iter_chunked(1 << 20):
+                    if have + len(chunk) > size:  # more than listed: stop before the disk fills
+                        break
                     f.write(chunk)
                     have += len(chunk)
                     if time.monotonic() - last > 0.5 or have == size:
@@ -212,10 +383,13 @@ def decrypt_file(sealed: Path, plain: Path, keys: Keys) -> None:
 
 def originals_for(manifest: dict[str, Any], contact: str) -> list[tuple[str, str]]:
     """(blob, file name) of every original sealed to `contact` (a contact that accepts
-    originals, when the source chose to send them). Raises InboxError for a bad name."""
+    originals, when the source chose to send them). Raises InboxError for a bad name.
+    The entries are objects (_manifest_items checked them)."""
     found = []
     for entry in manifest.get("files", []):
         original = entry.get("original")
+        if original is not None and not isinstance(original, dict):
+            raise InboxError("the manifest describes an original unsafely; not saved")
         if not original or contact not in original.get("contacts", []):
             continue
         number = re.fullmatch(r"original-([1-9][0-9]{0,3})", str(original.get("blob", "")))
@@ -226,40 +400,67 @@ def originals_for(manifest: dict[str, Any], contact: str) -> list[tuple[str, str
     return found
 
 
+def _manifest_items(manifest: Any, drop: ListedDrop) -> list[tuple[str, str]]:
+    """(blob, file name) of the message and each file a relay-sealed manifest lists. Age
+    does not say who sealed a file, so a hostile relay could seal its own manifest to us:
+    each entry must be an object with a safe file name, once, and a blob the listing
+    had. Raises InboxError."""
+    listed = {b.name for b in drop.blobs}
+    malformed = InboxError(f"drop {drop.id} has a malformed manifest; not saved")
+    if not isinstance(manifest, dict):
+        raise malformed
+    message, files = manifest.get("message"), manifest.get("files", [])
+    if not isinstance(files, list) or not isinstance(message, dict | None):
+        raise malformed
+    items = []
+    for entry in ([message] if message else []) + files:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise malformed
+        if not _SAFE_NAME.fullmatch(entry["name"]):
+            raise InboxError(f"drop {drop.id} names a file unsafely; not saved")
+        if entry.get("blob") not in listed:
+            raise malformed
+        items.append((entry["blob"], entry["name"]))
+    if len({name for _, name in items}) != len(items):
+        raise malformed
+    return items
+
+
 def _open_relay_sealed(
-    incoming: Path, partial: Path, keys: Keys, contact: str, drop_id: str
+    incoming: Path, partial: Path, keys: Keys, contact: str, drop: ListedDrop
 ) -> bytes:
     """Blocking: a drop sealed on the relay (one age file per item) into `partial`.
-    Returns the manifest's bytes."""
+    Returns the manifest's bytes. Raises InboxError."""
     try:
         manifest_bytes = age.decrypt((incoming / "manifest").read_bytes(), keys.decrypting)
         manifest = json.loads(manifest_bytes)
-    except (CryptoError, ValueError) as exc:
-        raise InboxError(f"drop {drop_id} has an unreadable manifest: {exc}") from None
-    entries = ([manifest["message"]] if manifest.get("message") else []) + manifest.get("files", [])
-    for entry in entries:
-        if not _SAFE_NAME.fullmatch(entry["name"]):
-            raise InboxError(f"drop {drop_id} names a file unsafely; not saved")
-        decrypt_file(incoming / entry["blob"], partial / entry["name"], keys)
+    except (CryptoError, ValueError, RecursionError) as exc:
+        raise InboxError(f"drop {drop.id} has an unreadable manifest: {exc}") from None
+    items = _manifest_items(manifest, drop)
     # Originals, with their metadata (evidence), only where they were sealed to us.
-    for blob, name in originals_for(manifest, contact):
-        decrypt_file(incoming / blob, partial / name, keys)
+    originals = originals_for(manifest, contact)
+    if any(blob not in {b.name for b in drop.blobs} for blob, _ in originals):
+        raise InboxError(f"drop {drop.id} has a malformed manifest; not saved")
+    for blob, name in items + originals:
+        try:
+            decrypt_file(_plain(incoming, blob, _BLOB_NAME), _plain(partial, name, _ANY), keys)
+        except CryptoError as exc:
+            raise InboxError(f"drop {drop.id}: a sealed file cannot be opened: {exc}") from None
     return manifest_bytes
 
 
-def _open_device_sealed(incoming: Path, partial: Path, keys: Keys, drop: dict[str, Any]) -> bytes:
+def _open_device_sealed(incoming: Path, partial: Path, keys: Keys, drop: ListedDrop) -> bytes:
     """Blocking: a drop sealed on the source's device (one age file holding a tar) into
     `partial`, laid out as a relay-sealed one. Returns the manifest's bytes, with the
     drop id and the reply handle the relay's listing gives (the device knew neither)."""
     try:
         manifest = unpack.unpack(incoming / "sealed", partial, keys.decrypting)
     except UserError as exc:
-        raise RefusedDrop(f"drop {drop['id']}: {exc}; nothing of it was saved") from None
-    manifest["drop"] = drop["id"]
+        raise RefusedDrop(f"drop {drop.id}: {exc}; nothing of it was saved") from None
+    manifest["drop"] = drop.id
     reply = manifest.get("reply")
     if isinstance(reply, dict) and reply.get("recipient"):
-        handle = drop.get("reply_handle")
-        reply["handle"] = handle if isinstance(handle, str) and _DROP_ID.fullmatch(handle) else None
+        reply["handle"] = drop.reply_handle  # checked by parse_drop
     else:
         manifest["reply"] = None
     return json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8")
@@ -272,39 +473,30 @@ def _clear(partial: Path) -> None:
         partial.rmdir()
 
 
-async def fetch_drop(
-    relay: Relay, drop: dict[str, Any], keys: Keys, out: Path, contact: str
-) -> None:
-    drop_id = drop["id"]
-    if not isinstance(drop_id, str) or not _DROP_ID.fullmatch(drop_id):
-        raise InboxError("the relay listed a malformed drop id")
-    final = out / drop_id
+async def fetch_drop(relay: Relay, drop: ListedDrop, keys: Keys, out: Path, contact: str) -> None:
+    """Downloads, decrypts and saves one listed drop (checked by parse_drop), then
+    acknowledges it. Raises InboxError (RefusedDrop: this drop only)."""
+    drop_id = drop.id
+    final = _plain(out, drop_id, _DROP_ID)
     if not final.exists():
-        incoming = out / INCOMING / drop_id
+        incoming = _plain(out / INCOMING, drop_id, _DROP_ID)
         incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for blob in drop["blobs"]:
-            if not _BLOB_NAME.fullmatch(str(blob["name"])):
-                raise InboxError("the relay listed a malformed blob name")
-            url = f"{relay.base}/api/v1/drops/{drop_id}/blobs/{blob['name']}"
-            await download(
-                relay,
-                url,
-                incoming / blob["name"],
-                blob["size"],
-                blob["sha256"],
-                f"{drop_id[:8]} {blob['name']}",
-            )
+        for blob in drop.blobs:
+            url = f"{relay.base}/api/v1/drops/{drop_id}/blobs/{blob.name}"
+            target = _plain(incoming, blob.name, _BLOB_NAME)
+            label = f"{drop_id[:8]} {blob.name}"
+            await download(relay, url, target, blob.size, blob.sha256, label)
         partial = out / f"{drop_id}.partial"
         _clear(partial)
         partial.mkdir(mode=0o700)
         try:
-            if drop.get("sealed_on") == "device":
+            if drop.sealed_on == "device":
                 manifest_bytes = await asyncio.to_thread(
                     _open_device_sealed, incoming, partial, keys, drop
                 )
             else:
                 manifest_bytes = await asyncio.to_thread(
-                    _open_relay_sealed, incoming, partial, keys, contact, drop_id
+                    _open_relay_sealed, incoming, partial, keys, contact, drop
                 )
         except BaseException:
             _clear(partial)
@@ -316,12 +508,12 @@ async def fetch_drop(
         fsync_path(partial)
         partial.rename(final)
         fsync_path(out)
-        for blob in incoming.iterdir():
-            blob.unlink()
+        for downloaded in incoming.iterdir():
+            downloaded.unlink()
         incoming.rmdir()
         if not any(incoming.parent.iterdir()):
             incoming.parent.rmdir()
-    await relay.json("POST", f"/api/v1/drops/{drop_id}/ack")
+    await relay.json("POST", f"/api/v1/drops/{drop_id}/ack", answer=False)
     progress(f"{drop_id}: saved to {final}")
     end_progress()
 
@@ -364,16 +556,17 @@ async def fetch(args: argparse.Namespace) -> int:
             url = relay.base + "/api/v1/directory"
             await fetch_directory(session, url, out / PIN_NAME, args.wait, progress)
             await relay.login(keys.current)
-            listing = await relay.json("GET", "/api/v1/drops")
-            drops = listing["drops"]
+            # The whole listing is checked before the first drop is fetched: a malformed
+            # one leaves nothing downloaded, written or acknowledged.
+            listing = parse_listing(await relay.json("GET", "/api/v1/drops"))
             print(
-                f"amanah-inbox: {len(drops)} drop(s) waiting for {listing['contact']}",
+                f"amanah-inbox: {len(listing.drops)} drop(s) waiting for {listing.contact}",
                 file=sys.stderr,
             )
             refused = 0
-            for drop in drops:
+            for drop in listing.drops:
                 try:
-                    await fetch_drop(relay, drop, keys, out, listing["contact"])
+                    await fetch_drop(relay, drop, keys, out, listing.contact)
                 except RefusedDrop as exc:
                     refused += 1
                     print(f"amanah-inbox: error: {exc}", file=sys.stderr)
@@ -433,6 +626,7 @@ async def reply(args: argparse.Namespace) -> int:
                     "Authorization": f"Bearer {relay.token}",
                     "Content-Type": "application/octet-stream",
                 },
+                allow_redirects=False,
             ) as response:
                 if response.status != 201:
                     raise InboxError(

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from clients.inbox import InboxError, Keys, Relay, fetch_drop
+from clients.inbox import InboxError, Keys, Relay, fetch_drop, parse_drop
 from crypto.card import MemberIdentity
 
 GOOD_ID = "0123456789abcdef" * 2
@@ -22,15 +22,25 @@ def blob(name: object) -> dict[str, Any]:
     return {"name": name, "size": 1, "sha256": "0" * 64}
 
 
+def drop(drop_id: object, *blobs: dict[str, Any]) -> dict[str, Any]:
+    return {"id": drop_id, "sealed_on": "relay", "blobs": list(blobs)}
+
+
+BAD_ID, BAD_NAME = r"drop\.id is not a drop id", r"drop\.blobs\[0\]\.name is not a plain blob name"
 HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
-    "id climbing out": ({"id": "../" + GOOD_ID, "blobs": []}, "malformed drop id"),
-    "id not hex": ({"id": GOOD_ID.upper(), "blobs": []}, "malformed drop id"),
-    "id too long": ({"id": GOOD_ID + "0", "blobs": []}, "malformed drop id"),
-    "id not a string": ({"id": 7, "blobs": []}, "malformed drop id"),
-    "blob climbing out": ({"id": GOOD_ID, "blobs": [blob(f"../../{ESCAPED}")]}, "blob name"),
-    "blob absolute": ({"id": GOOD_ID, "blobs": [blob(f"/tmp/{ESCAPED}")]}, "blob name"),
-    "blob item 0": ({"id": GOOD_ID, "blobs": [blob("item-0")]}, "blob name"),
-    "blob not a name": ({"id": GOOD_ID, "blobs": [blob(["sealed"])]}, "blob name"),
+    "id climbing out": (drop("../" + GOOD_ID), BAD_ID),
+    "id not hex": (drop(GOOD_ID.upper()), BAD_ID),
+    "id too long": (drop(GOOD_ID + "0"), BAD_ID),
+    "id not a string": (drop(7), r"drop\.id is not a string"),
+    "blob climbing out": (drop(GOOD_ID, blob(f"../../{ESCAPED}")), BAD_NAME),
+    "blob absolute": (drop(GOOD_ID, blob(f"/tmp/{ESCAPED}")), BAD_NAME),
+    "blob empty": (drop(GOOD_ID, blob("")), BAD_NAME),
+    "blob item 0": (drop(GOOD_ID, blob("item-0")), BAD_NAME),
+    "blob not a name": (drop(GOOD_ID, blob(["sealed"])), r"drop\.blobs\[0\]\.name is not a string"),
+    "blob after a good one": (
+        drop(GOOD_ID, blob("manifest"), blob(f"../{ESCAPED}")),
+        r"drop\.blobs\[1\]\.name is not a plain blob name",
+    ),
 }
 
 
@@ -38,7 +48,7 @@ async def fetch_one(drop: dict[str, Any], identity: Path, out: Path) -> None:
     async with aiohttp.ClientSession() as session:
         # Port 9 on loopback: nothing listens there, should a request be made.
         relay = Relay(session, "http://127.0.0.1:9")
-        await fetch_drop(relay, drop, Keys([str(identity)]), out, "the-daily")
+        await fetch_drop(relay, parse_drop(drop), Keys([str(identity)]), out, "the-daily")
 
 
 @pytest.mark.parametrize(("drop", "reason"), HOSTILE.values(), ids=HOSTILE.keys())
