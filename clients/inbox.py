@@ -17,7 +17,8 @@ A drop is never acknowledged before it is safely on this disk.
 Every answer of the relay is read against docs/openapi.yaml before it is used (a drop id
 and a blob name become paths under OUT, a size and a checksum judge a download, a contact
 name is printed): a malformed one is one clear error naming the field (MalformedAnswer),
-raised before anything is downloaded, written or acknowledged. No redirect is followed.
+raised before anything is downloaded, written or acknowledged (clients/answers.py reads
+them). No redirect is followed.
 
 Over Tor: a `.onion` --relay URL is reached through tor's SOCKS port (--tor-socks, names
 resolved by tor, never locally); --onion-auth FILE first gives the member's client-auth
@@ -36,7 +37,6 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,19 @@ from onion import client as tor_client
 from relay.sanitize import extension_for
 
 from . import unpack
+from .answers import (
+    BLOB_NAME,
+    CHALLENGE,
+    DROP_ID,
+    RELAY_KEY,
+    TOKEN,
+    Answer,
+    InboxError,
+    ListedDrop,
+    MalformedAnswer,
+    parse_listing,
+    plain_path,
+)
 from .common import (
     UserError,
     end_progress,
@@ -63,32 +76,8 @@ from .common import (
 PIN_NAME = ".directory-pin.json"
 INCOMING = ".incoming"
 _SAFE_NAME = re.compile(r"[a-z]+-[0-9]{1,4}\.[a-z0-9]{1,5}|message\.txt")
-_DROP_ID = re.compile(r"[0-9a-f]{32}")
-_BLOB_NAME = re.compile(r"manifest|message|sealed|(item|original)-[1-9][0-9]{0,3}")
-# The rest of what docs/openapi.yaml says of the relay's answers, as far as this client uses it.
-_CONTACT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # goes into a header: no space, no line break
-_CHALLENGE = re.compile(r"[A-Za-z0-9+/]{43}=")  # 32 bytes, standard base64
-_SEALED_ON = re.compile(r"relay|device")
 # A file name already checked by its own rule (_SAFE_NAME, originals_for), checked again.
 _ANY = re.compile(r"(?!\.{1,2}$)[^/\x00]{1,255}")
-
-
-class InboxError(UserError):
-    """A failure the user can act on; printed as `amanah-inbox: error: ...`."""
-
-
-class MalformedAnswer(InboxError):
-    """The relay answered something its API does not describe (docs/openapi.yaml): it is
-    broken, out of date or hostile. The message names the answer and the field, never the
-    value (a hostile value could be anything)."""
-
-    def __init__(self, what: str, problem: str, hint: str | None = None) -> None:
-        super().__init__(
-            f"the relay's answer to {what} was malformed: {problem}",
-            hint or "nothing was saved or acknowledged; tell the relay's operator",
-        )
 
 
 class RefusedDrop(InboxError):
@@ -177,8 +166,8 @@ class Relay:
         path = "/api/v1/auth/challenge"
         read = Answer(f"POST {path}")
         issued = read.object(await self.json("POST", path, {"verify_key": verify_key}))
-        challenge = read.text(issued, "challenge", _CHALLENGE, "32 bytes in base64")
-        relay_key = read.text(issued, "relay_key", re.compile(r"\S{1,200}"), "a key")
+        challenge = read.text(issued, "challenge", CHALLENGE, "32 bytes in base64")
+        relay_key = read.text(issued, "relay_key", RELAY_KEY, "a key")
         try:
             message = auth_message(VerifyKey.parse(relay_key), base64.b64decode(challenge))
         except CryptoError:
@@ -196,127 +185,7 @@ class Relay:
                 },
             )
         )
-        self.token = read.text(answer, "token", _TOKEN, "a token")
-
-
-class Answer:
-    """Reads one JSON answer of the relay (`what`: its method and path) field by field;
-    each complaint (MalformedAnswer) names the field, as `drops[0].blobs[1].size`."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def malformed(self, problem: str) -> MalformedAnswer:
-        return MalformedAnswer(self.what, problem)
-
-    def object(self, value: Any, field: str = "") -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.malformed(f"{field or 'it'} is not a JSON object")
-        return value
-
-    def member(self, obj: dict[str, Any], key: str, field: str = "") -> Any:
-        if key not in obj:
-            raise self.malformed(f"{_join(field, key)} is missing")
-        return obj[key]
-
-    def text(
-        self, obj: dict[str, Any], key: str, pattern: re.Pattern[str], meaning: str, field: str = ""
-    ) -> str:
-        value = self.member(obj, key, field)
-        if not isinstance(value, str):
-            raise self.malformed(f"{_join(field, key)} is not a string")
-        if not pattern.fullmatch(value):
-            raise self.malformed(f"{_join(field, key)} is not {meaning}")
-        return value
-
-    def size(self, obj: dict[str, Any], key: str, field: str) -> int:
-        value = self.member(obj, key, field)
-        if type(value) is not int:  # not a bool, a float or a string of digits
-            raise self.malformed(f"{_join(field, key)} is not a whole number")
-        if value < 0:
-            raise self.malformed(f"{_join(field, key)} is negative")
-        return value
-
-    def array(self, obj: dict[str, Any], key: str, field: str = "") -> list[Any]:
-        value = self.member(obj, key, field)
-        if not isinstance(value, list):
-            raise self.malformed(f"{_join(field, key)} is not a list")
-        return value
-
-
-def _join(field: str, key: str) -> str:
-    return f"{field}.{key}" if field else key
-
-
-@dataclass(frozen=True)
-class ListedBlob:
-    name: str  # matches _BLOB_NAME: a plain name, safe as a file name
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class ListedDrop:
-    id: str  # matches _DROP_ID: safe as a folder name
-    sealed_on: str  # "relay" or "device"
-    blobs: tuple[ListedBlob, ...]
-    reply_handle: str | None
-
-
-@dataclass(frozen=True)
-class Listing:
-    contact: str
-    drops: tuple[ListedDrop, ...]
-
-
-LISTING = "GET /api/v1/drops"
-
-
-def parse_listing(value: Any) -> Listing:
-    """The relay's list of waiting drops, every drop and blob checked (parse_drop).
-    Raises MalformedAnswer."""
-    read = Answer(LISTING)
-    listing = read.object(value)
-    contact = read.text(listing, "contact", _CONTACT, "a contact name")
-    drops = read.array(listing, "drops")
-    return Listing(contact, tuple(parse_drop(d, f"drops[{i}]") for i, d in enumerate(drops)))
-
-
-def parse_drop(value: Any, field: str = "drop") -> ListedDrop:
-    """One listed drop. Its id and its blob names become paths under --out, so each must
-    be a plain name (_DROP_ID, _BLOB_NAME): this is where a name that would climb out
-    (`../x`, `/tmp/x`, ``) is refused, before anything is downloaded or written. Raises
-    MalformedAnswer."""
-    read = Answer(LISTING)
-    drop = read.object(value, field)
-    drop_id = read.text(drop, "id", _DROP_ID, "a drop id (32 hex digits)", field)
-    sealed_on = read.text(drop, "sealed_on", _SEALED_ON, "relay or device", field)
-    blobs = []
-    for i, each in enumerate(read.array(drop, "blobs", field)):
-        where = f"{field}.blobs[{i}]"
-        blob = read.object(each, where)
-        name = read.text(blob, "name", _BLOB_NAME, "a plain blob name", where)
-        size = read.size(blob, "size", where)
-        sha256 = read.text(blob, "sha256", _SHA256, "a SHA-256 (64 hex digits)", where)
-        blobs.append(ListedBlob(name, size, sha256))
-    names = [b.name for b in blobs]
-    if len(set(names)) != len(names):
-        raise read.malformed(f"{field}.blobs names a blob twice")
-    needed = "sealed" if sealed_on == "device" else "manifest"
-    if needed not in names:
-        raise read.malformed(f"{field}.blobs has no {needed} blob")
-    handle = drop.get("reply_handle")
-    if handle is not None and not (isinstance(handle, str) and _DROP_ID.fullmatch(handle)):
-        raise read.malformed(f"{field}.reply_handle is not a reply handle (32 hex digits)")
-    return ListedDrop(drop_id, sealed_on, tuple(blobs), handle)
-
-
-def _plain(folder: Path, name: str, pattern: re.Pattern[str]) -> Path:
-    """`folder / name`, for a name the listing was checked for (parse_drop), checked
-    again where it becomes a path, so that no caller can hand one that climbs out."""
-    if not pattern.fullmatch(name):
-        raise InboxError("refusing a name from the relay that is not a plain file name")
-    return folder / name
+        self.token = read.text(answer, "token", TOKEN, "a token")
 
 
 def _message(data: bytes) -> str:
@@ -443,7 +312,9 @@ def _open_relay_sealed(
         raise InboxError(f"drop {drop.id} has a malformed manifest; not saved")
     for blob, name in items + originals:
         try:
-            decrypt_file(_plain(incoming, blob, _BLOB_NAME), _plain(partial, name, _ANY), keys)
+            decrypt_file(
+                plain_path(incoming, blob, BLOB_NAME), plain_path(partial, name, _ANY), keys
+            )
         except CryptoError as exc:
             raise InboxError(f"drop {drop.id}: a sealed file cannot be opened: {exc}") from None
     return manifest_bytes
@@ -477,13 +348,13 @@ async def fetch_drop(relay: Relay, drop: ListedDrop, keys: Keys, out: Path, cont
     """Downloads, decrypts and saves one listed drop (checked by parse_drop), then
     acknowledges it. Raises InboxError (RefusedDrop: this drop only)."""
     drop_id = drop.id
-    final = _plain(out, drop_id, _DROP_ID)
+    final = plain_path(out, drop_id, DROP_ID)
     if not final.exists():
-        incoming = _plain(out / INCOMING, drop_id, _DROP_ID)
+        incoming = plain_path(out / INCOMING, drop_id, DROP_ID)
         incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
         for blob in drop.blobs:
             url = f"{relay.base}/api/v1/drops/{drop_id}/blobs/{blob.name}"
-            target = _plain(incoming, blob.name, _BLOB_NAME)
+            target = plain_path(incoming, blob.name, BLOB_NAME)
             label = f"{drop_id[:8]} {blob.name}"
             await download(relay, url, target, blob.size, blob.sha256, label)
         partial = out / f"{drop_id}.partial"

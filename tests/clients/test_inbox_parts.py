@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from clients.inbox import InboxError, Keys, Relay, fetch_drop, parse_drop
+from clients.answers import InboxError, parse_drop
+from clients.inbox import Keys, Relay, fetch_drop
 from crypto.card import MemberIdentity
 
 GOOD_ID = "0123456789abcdef" * 2
