@@ -56,7 +56,7 @@ from .common import (
     run_command,
     unreachable,
 )
-from .upload import Gone, Unknown, Uploader, encode_metadata
+from .upload import Gone, Unknown, Uploader, encode_metadata, remembered_upload
 from .upload import Refused as UploadRefused
 
 PROG = "amanah-drop"
@@ -380,10 +380,28 @@ async def upload(args: argparse.Namespace, pending: outbox.Pending) -> None:
     )
 
 
+def _remembered(uploader: Uploader, pending: outbox.Pending) -> str | None:
+    """The upload an earlier run started, to carry on. One that is not among the relay's
+    own uploads (a state file written before clients/upload.py checked the relay's
+    Location, or edited) is forgotten, not tried: the sealed file is kept, nothing is
+    sent where it pointed, and the drop is sent again from the start."""
+    if pending.upload_url is None:
+        return None
+    url = remembered_upload(uploader.endpoint, pending.upload_url)
+    if url is None:
+        pending.upload_url, pending.offset = None, 0
+        pending.save()
+        note(
+            "warning: the upload remembered from an earlier run pointed somewhere other "
+            "than this relay; nothing was sent there, and the drop is sent again from the start"
+        )
+    return url
+
+
 async def _send(
     uploader: Uploader, pending: outbox.Pending, ciphertext: Path, route: outbox.Route
 ) -> None:
-    url = pending.upload_url or await uploader.create(route.size, route.metadata())
+    url = _remembered(uploader, pending) or await uploader.create(route.size, route.metadata())
     for attempt in (1, 2):
         try:
             await uploader.send(url, ciphertext, route.size)

@@ -61,7 +61,9 @@ class Unknown(UserError):
 class Misdirected(UserError):
     """The relay answered with a redirect, or named an upload URL on another server or
     outside its upload path. Nothing was sent there; the state is kept, so once the
-    relay (or what stands in front of it) is fixed, the same command carries on."""
+    relay (or what stands in front of it) is fixed, the same command carries on. (An
+    upload URL remembered from an earlier run that breaks the rule is forgotten by
+    clients/drop.py instead, before anything is sent: see remembered_upload.)"""
 
 
 class Gone(Exception):
@@ -114,11 +116,11 @@ def upload_url(endpoint: str, location: str) -> str:
     """The upload URL `location` names, resolved against the tus `endpoint` (…/uploads).
     Raises Misdirected unless it is on the endpoint's scheme, host and port, and is one
     plain name under the endpoint's path (no user, query or fragment)."""
-    url = urljoin(endpoint, location)
-    parts, relay = urlsplit(url), urlsplit(endpoint)
     try:
+        url = urljoin(endpoint, location)
+        parts, relay = urlsplit(url), urlsplit(endpoint)
         same_server = _server(parts) == _server(relay)
-    except ValueError:
+    except ValueError:  # a port out of range, a bracketed host left open (`http://[::1`)
         same_server = False
     if not same_server or parts.username is not None or parts.password is not None:
         raise Misdirected(
@@ -133,6 +135,19 @@ def upload_url(endpoint: str, location: str) -> str:
     if parts.query or parts.fragment:
         raise Misdirected("the relay named an upload URL with a query or fragment")
     return url
+
+
+def remembered_upload(endpoint: str, url: object) -> str | None:
+    """An upload URL remembered from an earlier run (clients/outbox.py), resolved, if it
+    is one of the tus `endpoint`'s uploads by upload_url's rule; None if it is not (a
+    state file written before that rule, or edited): the caller forgets it and starts
+    again, and nothing is sent where it pointed."""
+    if not isinstance(url, str):
+        return None
+    try:
+        return upload_url(endpoint, url)
+    except Misdirected:
+        return None
 
 
 def _refuse_redirect(response: aiohttp.ClientResponse) -> None:
@@ -250,8 +265,9 @@ class Uploader:
         """Sends the file until the relay has all of it and has stored the drop. Raises
         Refused (final), Gone (start again with `create`), UserError when no progress
         was made for `patience` seconds (the state is kept: run again to carry on),
-        Misdirected for a `url` that is not one of this relay's uploads (a state file
-        written before the check existed, or edited) or a redirect."""
+        Misdirected for a `url` that is not one of this relay's uploads (checked again
+        here; clients/drop.py forgets such a remembered URL before calling) or a
+        redirect."""
         upload_url(self.endpoint, url)
         pause = FIRST_PAUSE
         best, stalled_since = -1, time.monotonic()

@@ -1,9 +1,11 @@
 """Helpers for the `amanah-drop` and `amanah-inbox` tests: a relay with two contacts, the
-commands as processes, and a loopback TCP proxy that cuts, refuses or stalls connections
-the way a Tor circuit drops (a real socket proxy, not a fake of anything)."""
+commands as processes, a loopback TCP proxy that cuts, refuses or stalls connections the
+way a Tor circuit drops (a real socket proxy, not a fake of anything), and a listener that
+counts the connections offered where a misdirected client would go."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -176,6 +178,41 @@ def file_entry(blob: str, name: str, data: bytes) -> dict[str, Any]:
         "size": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
+
+
+# --- where a misdirected client would go ---------------------------------------------------
+
+
+class Elsewhere:
+    """A TCP listener (asyncio) where a misdirected client would go: counts the
+    connections it is offered, and answers each with a tus-looking 204 (Upload-Offset
+    `length`, Location `upload`), so that a client that followed would carry on."""
+
+    def __init__(self, length: int, upload: str) -> None:
+        self.connections = 0
+        self.length = length
+        self.upload = upload
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int = 0) -> int:
+        self.server = await asyncio.start_server(self._answer, host, port)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await reader.read(65536)
+        writer.write(
+            b"HTTP/1.1 204 No Content\r\nTus-Resumable: 1.0.0\r\n"
+            b"Upload-Offset: %d\r\nLocation: %s\r\nConnection: close\r\n\r\n"
+            % (self.length, self.upload.encode())
+        )
+        await writer.drain()
+        writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
 
 
 # --- a loopback proxy that breaks connections -----------------------------------------------

@@ -24,39 +24,10 @@ from aiohttp.test_utils import TestServer
 
 from clients.common import UserError, fetch_bytes
 from clients.upload import Misdirected, Uploader, upload_url
-from tests.clients.harness import Proxy
+from tests.clients.harness import Elsewhere, Proxy
 
 LENGTH = 100
 UPLOAD = "/uploads/0123456789abcdef0123456789abcdef"
-
-
-class Elsewhere:
-    """A TCP listener where a misdirected client would go: counts connections, answers
-    each with a tus-looking 201/204 (so that a client that followed would carry on)."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self, host: str, port: int = 0) -> int:
-        self.server = await asyncio.start_server(self._answer, host, port)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        await reader.read(65536)
-        writer.write(
-            b"HTTP/1.1 204 No Content\r\nTus-Resumable: 1.0.0\r\n"
-            b"Upload-Offset: %d\r\nLocation: %s\r\nConnection: close\r\n\r\n"
-            % (LENGTH, UPLOAD.encode())
-        )
-        await writer.drain()
-        writer.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
 
 
 @dataclass
@@ -110,7 +81,7 @@ async def running(
 ) -> AsyncIterator[Run]:
     """The fake relay on 127.0.0.1, and an Elsewhere on `elsewhere_host` (on the relay's
     own port when `same_port`, so that only the host differs)."""
-    elsewhere = Elsewhere()
+    elsewhere = Elsewhere(LENGTH, UPLOAD)
     async with TestServer(relay.app(), host="127.0.0.1") as server:
         assert server.port is not None
         relay.own_port = server.port
@@ -234,6 +205,8 @@ REFUSED = {
     "https": "https://abcdefghijklmnop.onion/uploads/abc",
     "port out of range": "http://abcdefghijklmnop.onion:99999/uploads/abc",
     "another scheme": "ftp://abcdefghijklmnop.onion/uploads/abc",
+    "unclosed IPv6 host": "http://[::1/uploads/abc",
+    "unclosed IPv6 host, scheme-relative": "//[::1/uploads/abc",
 }
 ACCEPTED = {
     "absolute path": ("/uploads/abc", ENDPOINT + "/abc"),
