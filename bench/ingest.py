@@ -7,9 +7,11 @@ receive mode and a raw socket sink, measured in the same run with the same file.
 Peers, each its own server process on 127.0.0.1 (nothing else is ever a target):
 - amanah: `amanah serve --no-tor` on a fresh data directory with one contact. The client
   does what a browser does: GET / for the session cookie and the form, then POST /submit
-  with the form's fields in document order (the CSRF token first). The relay seals each
-  piece into staging as it arrives, then (after the last byte) derives the new source's
-  codename (Argon2id, 8 MiB) and re-seals the staged file into the drop (fsynced).
+  with the form's fields in document order (the CSRF token first). The file is random
+  bytes, a type the sanitizer cannot clean, forwarded unstripped by the operator's choice:
+  the relay seals each piece to the contact's key as it arrives (relay/staging.py: sealed,
+  hashed and written off the event loop), then (after the last byte) derives the new
+  source's codename (Argon2id, 8 MiB), fsyncs the file and moves it into the drop.
 - onionshare: `onionshare-cli --receive --local-only` from PyPI (`--onionshare-spec`),
   installed by this script into its own venv outside the repository on first use
   (`--onionshare-venv`). Its port is read from what it prints; the route and the field
@@ -559,9 +561,9 @@ def start_amanah(workdir: Path, max_bytes: int) -> Peer:
     if "[sanitize]\n" not in text:
         raise SystemExit("bench: amanah.toml has no [sanitize] section")
     # The file is random bytes, which the sanitizer refuses by default; forwarding it
-    # unstripped keeps every other step (sniffing, staging, re-sealing to the contact,
-    # fsync) and measures ingest with sealing as issue 3 defines it. Stripping has its
-    # own bench (bench/sanitize.py).
+    # unstripped keeps every other step (sniffing, sealing to the contact as it arrives,
+    # hashing, fsync) and measures ingest with sealing as issue 3 defines it. Stripping
+    # has its own bench (bench/sanitize.py).
     text = text.replace("[sanitize]\n", "[sanitize]\nforward_unsupported = true\n", 1)
     config.write_text(text)
     port = free_port()
@@ -829,7 +831,7 @@ def report(
     after = a.seconds - a.sent_seconds
     print(
         f"amanah: body in {a.sent_seconds:.2f} s ({big / 1e6 / a.sent_seconds:.0f} MB/s, sealed"
-        f" into staging), then {after:.2f} s to the receipt (codename + re-seal + fsync)"
+        f" as it arrived), then {after:.2f} s to the receipt (codename + fsync + move)"
     )
     met1, ratio1 = None, 0.0
     for peer in ("onionshare", "raw-sink"):
@@ -880,7 +882,7 @@ def report(
     print(
         "(upload-phase RSS: the peak until the last byte was sent; spread: slowest / fastest"
         " upload. Amanah's peak after the body is the new source's codename, Argon2id with"
-        " 8 MiB, at most 2 at once, and the re-seal in worker threads.)"
+        " 8 MiB, at most 2 at once, and storing the drop in worker threads.)"
     )
     conc = max(s.rss_mib for s in together["amanah"])
     peaks = [max(s.rss_mib for s in single[size]["amanah"]) for size in sizes]

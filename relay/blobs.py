@@ -212,6 +212,22 @@ def write_file(root: Path, relpath: str, fill: Callable[[BinaryIO], _T]) -> tupl
     return result, hashing.size, hashing.hash.hexdigest()
 
 
+def move_in(root: Path, relpath: str, path: Path) -> None:
+    """Blocking: makes the finished file at `path` (on the same file system) the blob
+    `relpath`, with `write_file`'s guarantees: fsynced before it is renamed onto its name,
+    the directory fsynced after. Raises ValueError for a bad path, OSError if the file
+    cannot be moved (another file system: EXDEV); then nothing has changed."""
+    segments = check_relpath(relpath)
+    directory = _make_directories(root, segments[:-1])
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(path, directory / segments[-1])
+    _fsync_directory(directory)
+
+
 def delete_tree(root: Path, prefix: str) -> None:
     """Blocking: `BlobStore.delete_tree` for worker threads."""
     _delete_tree(root.joinpath(*check_relpath(prefix)))

@@ -31,7 +31,7 @@ import json
 import secrets
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -39,8 +39,8 @@ from crypto.keys import Recipient
 
 from . import blobs
 from .errors import ClientError
-from .sanitize import SNIFF_BYTES, Detected, Refused, Report, Sanitizer, detect
-from .staging import SealedReader, SealingWriter, StagedFile
+from .sanitize import SNIFF_BYTES, Detected, Refused, Report, Sanitizer, detect, detect_mime
+from .staging import Final, SealedReader, SealingWriter, StagedFile
 from .store import Blob, Contact, Drop, SealedOn
 
 DROP_FORMAT = "amanah-drop-v1"
@@ -182,6 +182,8 @@ def _seal_item(
     send_original: bool,
 ) -> tuple[ItemRecord, list[SealedBlob]] | Refusal:
     blob_name = f"item-{position}"
+    if staged.final is not None:
+        return _move_final(root, drop_id, position, staged, staged.final, sanitizer, routing)
     with staged.open() as reader:
         detected = detect(reader.read(SNIFF_BYTES))
         reader.seek(0)
@@ -206,6 +208,35 @@ def _seal_item(
             written.append(original)
     name = detected.name(position, report.mime)
     return ItemRecord(blob_name, name, detected, size, digest, report, original), written
+
+
+def _move_final(
+    root: Path,
+    drop_id: str,
+    position: int,
+    staged: StagedFile,
+    final: Final,
+    sanitizer: Sanitizer,
+    routing: Routing,
+) -> tuple[ItemRecord, list[SealedBlob]]:
+    """A file that was sealed to the contacts as it arrived (it passes unchanged) becomes
+    the drop's item as it is: no second pass over its bytes."""
+    detected = detect_mime(final.mime)
+    report = sanitizer.unchanged(detected)
+    if report is None or final.key_set != frozenset(str(r) for r in routing.recipients):
+        # The web layer settles the routing and asks the sanitizer before the first file
+        # arrives: either differing now is a bug, and nothing is stored rather than a
+        # file sealed to the wrong keys.
+        raise RuntimeError("a file sealed on arrival no longer matches its drop")
+    report = replace(report, original_sha256=staged.plaintext_sha256, original_size=staged.size)
+    blob_name = f"item-{position}"
+    blobs.move_in(root, f"{drop_path(drop_id)}/{blob_name}", staged.path)
+    blob = SealedBlob(blob_name, staged.sealed_size, staged.sealed_sha256)
+    name = detected.name(position)
+    record = ItemRecord(
+        blob_name, name, detected, staged.size, staged.plaintext_sha256, report, None
+    )
+    return record, [blob]
 
 
 def _seal_original(

@@ -63,7 +63,7 @@ async def sweep_unrecorded(context: RelayContext) -> int:
 async def start(
     config: Config, keys: RelayKeys, store: Store
 ) -> tuple[RelayContext, list[web.AppRunner]]:
-    staging = StagingArea(config.staging)
+    staging = StagingArea(config.staging, config.blobs)
     context = RelayContext(
         config=config,
         keys=keys,

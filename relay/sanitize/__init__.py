@@ -35,7 +35,7 @@ from typing import BinaryIO, Protocol
 import magic
 
 from .errors import Refused, Unsupported
-from .sandbox import Sandboxed
+from .sandbox import SUPPORTED, Sandboxed
 
 # Enough for libmagic to recognise every container we handle.
 SNIFF_BYTES = 64 * 1024
@@ -84,9 +84,19 @@ class Detected:
 
 def detect(head: bytes) -> Detected:
     """The real type of a file from its first bytes (pass SNIFF_BYTES of them)."""
-    mime = magic.from_buffer(head, mime=True) if head else "application/x-empty"
+    return detect_mime(magic.from_buffer(head, mime=True) if head else "application/x-empty")
+
+
+def detect_mime(mime: str) -> Detected:
+    """The Detected of a type found earlier (`detect(...).mime`)."""
     kind = _KINDS.get(mime.split("/", 1)[0], "file")
     return Detected(mime, kind, extension_for(mime))
+
+
+def supported(mime: str) -> bool:
+    """Whether the sanitizer can clean files of this type (others are refused, or
+    forwarded unstripped where the operator chose that)."""
+    return mime in SUPPORTED
 
 
 def extension_for(mime: str) -> str:
@@ -111,6 +121,15 @@ class Report:
 class Sanitizer(Protocol):
     def clean(self, detected: Detected, src: BinaryIO, dst: BinaryIO) -> Report: ...
 
+    def unchanged(self, detected: Detected) -> Report | None:
+        """The report for a file of this type if it is passed on as it was sent, whatever
+        its bytes (its hashes and size left for the caller to fill); None if it must go
+        through `clean`. The relay then seals such a file to its contacts as it arrives."""
+        ...
+
+
+UNSTRIPPED_NOTE = "metadata was not stripped (not yet supported)"
+
 
 class Unstripped:
     """Passes files on unchanged. Named for what it does: nothing is removed."""
@@ -118,7 +137,10 @@ class Unstripped:
     def clean(self, detected: Detected, src: BinaryIO, dst: BinaryIO) -> Report:
         src.seek(0)
         shutil.copyfileobj(src, dst, 1 << 20)
-        return Report(stripped=False, note="metadata was not stripped (not yet supported)")
+        return Report(stripped=False, note=UNSTRIPPED_NOTE)
+
+    def unchanged(self, detected: Detected) -> Report | None:
+        return Report(stripped=False, note=UNSTRIPPED_NOTE)
 
 
 FORWARDED_NOTE = (
@@ -152,6 +174,11 @@ class Stripping:
             original_size=outcome.original_size,
         )
 
+    def unchanged(self, detected: Detected) -> Report | None:
+        if self._forward_unsupported and not supported(detected.mime):
+            return Report(False, (), FORWARDED_NOTE)
+        return None
+
 
 def _forward(src: BinaryIO, dst: BinaryIO) -> Report:
     digest, size = hashlib.sha256(), 0
@@ -172,5 +199,7 @@ __all__ = [
     "Stripping",
     "Unstripped",
     "detect",
+    "detect_mime",
     "extension_for",
+    "supported",
 ]

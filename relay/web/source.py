@@ -9,9 +9,12 @@
 
 Rules:
 - the body of a submission is never held whole in memory: each file part is read 1 MiB at
-  a time and sealed to the RAM-only staging key before it is written;
+  a time and sealed before it is written: to the RAM-only staging key, or, for a type the
+  sanitizer passes on unchanged (its first 64 KiB say), straight to the drop's contacts;
 - the CSRF token must be the first field of a form, so a forged upload is refused before
-  any of its files is read;
+  any of its files is read; the contacts are settled when the first file part arrives
+  (a browser sends the fields in the page's order, contacts first), and a contact field
+  after a file is refused;
 - limits are checked before reading where the request says enough (Content-Length), and
   while reading otherwise; a refused or broken submission leaves nothing behind;
 - nothing a browser says about a file (name, type) is read; nothing a source sends is
@@ -38,7 +41,8 @@ from crypto.errors import AgeError, CodenameError
 
 from .. import ingest
 from ..errors import ClientError, Forbidden, LimitExceeded, RelayError, Unauthorized
-from ..staging import StagedFile
+from ..sanitize import SNIFF_BYTES, detect
+from ..staging import Final, StagedFile
 from ..store import NewSource
 from . import i18n, tus
 from .common import (
@@ -165,11 +169,16 @@ async def _check_csrf(request: web.Request, reader: MultipartReader) -> tuple[st
     return session_id, session
 
 
+def _counted(total: int, more: int, limit: int) -> int:
+    total += more
+    if total > limit:
+        raise LimitExceeded("the files are larger than this relay accepts in one submission")
+    return total
+
+
 async def _stage(part: BodyPartReader, staged: StagedFile, total: int, limit: int) -> int:
     while chunk := await part.read_chunk(READ_SIZE):
-        total += len(chunk)
-        if total > limit:
-            raise LimitExceeded("the files are larger than this relay accepts in one submission")
+        total = _counted(total, len(chunk), limit)
         # Sealed inline: measured here, a thread pool for the cipher gains nothing on two
         # cores and doubles the memory of concurrent uploads (one malloc arena per thread).
         staged.write(chunk)
@@ -184,6 +193,9 @@ class _Form:
     message: str | None = None
     requested: list[str] = field(default_factory=list)
     send_originals: bool = False
+    # Settled when the first file part arrives (contact fields after it are refused), so
+    # that a file can be sealed to its contacts as it arrives.
+    routing: ingest.Routing | None = None
     staged: list[StagedFile] = field(default_factory=list)  # file parts, staged here
     claimed: list[str] = field(default_factory=list)  # held tus uploads named by the form
     items: list[StagedFile] = field(default_factory=list)  # every file, in form order
@@ -217,7 +229,13 @@ async def submit(request: web.Request) -> web.Response:
         for each in form.staged:
             each.close()
         response = await _store_drop(
-            request, session, form.message, form.requested, form.items, form.send_originals
+            request,
+            session,
+            form.message,
+            form.requested,
+            form.items,
+            form.send_originals,
+            form.routing,
         )
         stored = True
         return response
@@ -248,6 +266,8 @@ async def _read_part(request: web.Request, form: _Form, part: BodyPartReader) ->
             raise LimitExceeded("the message is too long")
         form.total += len(form.message.encode("utf-8"))
     elif part.name == "contact":
+        if form.routing is not None:
+            raise ClientError("the form names its contacts after its files; send it again")
         if len(form.requested) >= MAX_CONTACT_FIELDS:
             raise ClientError("the drop is addressed to too many contacts")
         name = await _read_field(
@@ -280,14 +300,28 @@ async def _read_part(request: web.Request, form: _Form, part: BodyPartReader) ->
 
 
 async def _read_file(request: web.Request, form: _Form, part: BodyPartReader) -> None:
-    staged = _context(request).staging.create()
+    """A file part, staged. Its first bytes say its type: a file the sanitizer would pass
+    on unchanged is sealed to the drop's contacts as it arrives (staging.py), the others to
+    the staging key."""
+    context = _context(request)
+    limit = context.config.limits.max_total_bytes
+    if form.routing is None:
+        form.routing = ingest.route(await context.store.list_contacts(), form.requested)
+    head = b""
+    while len(head) < SNIFF_BYTES and (chunk := await part.read_chunk(READ_SIZE)):
+        form.total = _counted(form.total, len(chunk), limit)
+        head += chunk
+    if not head:  # an empty file input: browsers send an empty part
+        return
+    detected = detect(head[:SNIFF_BYTES])
+    final = None
+    if context.sanitizer.unchanged(detected) is not None and context.staging.seals_final():
+        final = Final(detected.mime, form.routing.recipients)
+    staged = context.staging.create(final)
     form.staged.append(staged)
-    limit = _context(request).config.limits.max_total_bytes
+    staged.write(head)
     form.total = await _stage(part, staged, form.total, limit)
-    if staged.size == 0:  # an empty file input: browsers send an empty part
-        form.staged.pop().discard()
-    else:
-        form.items.append(staged)
+    form.items.append(staged)
 
 
 async def _claim_upload(request: web.Request, form: _Form, part: BodyPartReader) -> None:
@@ -319,12 +353,16 @@ async def _store_drop(
     requested: list[str],
     staged: list[StagedFile],
     send_originals: bool = False,
+    routing: ingest.Routing | None = None,
 ) -> web.Response:
+    """Stores the drop; `routing` is the one settled when the first file arrived, if any
+    (files may already be sealed to it)."""
     context = _context(request)
     text = ingest.normalise_message(message).strip() if message else ""
     if not text and not staged:
         raise ClientError("nothing to send: write a message or choose a file")
-    routing = ingest.route(await context.store.list_contacts(), requested)
+    if routing is None:
+        routing = ingest.route(await context.store.list_contacts(), requested)
     codename, new_source = None, None
     if session.login_id is None:
         codename = generate_codename()

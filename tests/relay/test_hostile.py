@@ -312,6 +312,16 @@ FORM_CASES: list[tuple[str, Case, int]] = [
         ),
         400,
     ),
+    (
+        # The contacts are settled when the first file arrives (it may be sealed to them
+        # as it does): a browser sends the page's contact boxes first.
+        "contact-after-file",
+        lambda v: (
+            multipart_body(BOUNDARY, fields(v, MESSAGE, FILE, ("contact", b"alpha", None))),
+            MULTIPART,
+        ),
+        400,
+    ),
     ("empty", lambda v: (multipart_body(BOUNDARY, fields(v)), MULTIPART), 400),
     (
         "empty-fields",
