@@ -8,16 +8,24 @@ Rules:
   address must never reach a relay's host);
 - the directory is trusted on first use, then only along its signed rotation chain
   (crypto.directory): a fork, a rollback or another key is refused, and the pin is left
-  as it was. The pin is replaced atomically, so a crash never leaves half a pin.
+  as it was. The pin is replaced atomically, so a crash never leaves half a pin;
+- text the relay sent (a JSON `error`, a reason in a body or a header, what aiohttp quotes
+  of a broken answer) reaches the terminal only through `relay_said` (or `printable`):
+  one line, no control or format character, at most RELAY_TEXT_LIMIT characters. A
+  hostile relay could otherwise clear the screen, rewrite earlier lines, retitle the
+  window, plant a link or reverse the text (terminal escapes, bidi overrides), or bury
+  the message under megabytes; and a refusal's body is read only up to ERROR_BODY_LIMIT.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +46,59 @@ class UserError(Exception):
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.hint = hint
+
+
+# What the relay says is shown up to this many characters: a reason is a sentence; more
+# would only push the rest of the message off the screen.
+RELAY_TEXT_LIMIT = 300
+# A refusal's body is read up to this many bytes (a JSON error of any sensible length fits)
+# and no further, so that an endless one cannot fill the memory.
+ERROR_BODY_LIMIT = 1 << 20
+# Characters that are not text to show: controls (Cc: C0 such as ESC, NUL and BEL, DEL,
+# and C1 such as the one-byte CSI), formats (Cf: the bidi embeddings, overrides and
+# isolates U+202A-U+202E and U+2066-U+2069, zero-width characters), and lone surrogates
+# (Cs: what undecodable bytes of a header become). Line breaks and other whitespace
+# become one space first (str.isspace), so that words stay apart on the one line.
+_NOT_SHOWN = frozenset({"Cc", "Cf", "Cs"})
+
+
+def printable(text: str, limit: int = RELAY_TEXT_LIMIT) -> str:
+    """`text` as one line that is safe on a terminal: every run of whitespace (line
+    breaks and tabs included) one space, every other control, format or surrogate
+    character removed, cut to `limit` characters with an ellipsis. Stops reading once
+    the limit is passed, however long `text` is."""
+    shown: list[str] = []
+    space = False
+    for char in text:
+        if char.isspace():
+            space = bool(shown)
+        elif unicodedata.category(char) not in _NOT_SHOWN:
+            if space:
+                shown.append(" ")
+                space = False
+            shown.append(char)
+            if len(shown) > limit:
+                return "".join(shown[:limit]).rstrip() + "…"
+    return "".join(shown)
+
+
+def relay_said(text: str) -> str:
+    """`the relay said: "…"`: the relay's `text` through `printable`, quoted (a quote
+    or backslash in it escaped, so it cannot seem to end early), or "" when nothing of
+    it is left to show. The one way the relay's words reach a message."""
+    shown = printable(text)
+    return f"the relay said: {json.dumps(shown, ensure_ascii=False)}" if shown else ""
+
+
+async def error_body(response: aiohttp.ClientResponse) -> bytes:
+    """The body of a refusal, up to ERROR_BODY_LIMIT bytes (the rest is not read)."""
+    body = bytearray()
+    while len(body) < ERROR_BODY_LIMIT:
+        chunk = await response.content.read(ERROR_BODY_LIMIT - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 _progress_open = False  # a progress line is on the terminal, not yet ended
@@ -91,12 +152,17 @@ def is_loopback_url(url: str) -> bool:
 
 
 def unreachable(exc: Exception) -> UserError:
-    """A transport failure (aiohttp, aiohttp-socks), explained."""
+    """A transport failure (aiohttp, aiohttp-socks), explained. aiohttp quotes what it
+    could not parse of the relay's answer (a status line, a header), so its words go
+    through `printable`."""
     explained = tor_client.explain(exc)
     if explained is not None:
-        return UserError(f"cannot reach the relay through Tor: {explained}", explained.hint)
+        return UserError(
+            f"cannot reach the relay through Tor: {printable(str(explained))}", explained.hint
+        )
     return UserError(
-        f"cannot reach the relay: {exc}", "check --relay, and that the relay is running"
+        f"cannot reach the relay: {printable(str(exc))}",
+        "check --relay, and that the relay is running",
     )
 
 

@@ -67,8 +67,10 @@ from .answers import (
 from .common import (
     UserError,
     end_progress,
+    error_body,
     fetch_directory,
     progress,
+    relay_said,
     run_command,
     unreachable,
 )
@@ -145,14 +147,14 @@ class Relay:
         async with self.session.request(
             method, self.base + path, json=body, headers=headers, allow_redirects=False
         ) as response:
-            data = await response.read()
             if response.status >= 400:
-                raise InboxError(f"the relay refused {path}: {response.status} {_message(data)}")
+                raise InboxError(await _refusal(f"the relay refused {path}", response))
             if response.status >= 300:
                 raise InboxError(
                     f"the relay answered {path} with a redirect ({response.status}); not followed",
                     "check --relay; a relay does not redirect its API: tell its operator",
                 )
+            data = await response.read()
         if not answer:
             return None
         try:
@@ -189,10 +191,18 @@ class Relay:
 
 
 def _message(data: bytes) -> str:
+    """The `error` of the relay's JSON refusal, as the relay wrote it: for relay_said."""
     try:
         return str(json.loads(data).get("error", ""))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
+
+
+async def _refusal(what: str, response: aiohttp.ClientResponse) -> str:
+    """`WHAT: STATUS`, then what the relay's JSON `error` said (through relay_said: one
+    line, no control character, bounded), for a refusal's message."""
+    said = relay_said(_message(await error_body(response)))
+    return f"{what}: {response.status}; {said}" if said else f"{what}: {response.status}"
 
 
 async def download(
@@ -500,10 +510,7 @@ async def reply(args: argparse.Namespace) -> int:
                 allow_redirects=False,
             ) as response:
                 if response.status != 201:
-                    raise InboxError(
-                        f"the relay refused the reply: {response.status} "
-                        f"{_message(await response.read())}"
-                    )
+                    raise InboxError(await _refusal("the relay refused the reply", response))
         except tor_client.TRANSPORT_ERRORS as exc:
             raise unreachable(exc) from None
     print("amanah-inbox: reply sealed to the source and sent", file=sys.stderr)

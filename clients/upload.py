@@ -37,7 +37,7 @@ import aiohttp
 
 from onion import client as tor_client
 
-from .common import UserError, progress, unreachable
+from .common import UserError, error_body, progress, relay_said, unreachable
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PIECE = 256 * 1024  # read and sent per step; a Tor stream's window is far smaller anyway
@@ -45,12 +45,19 @@ FIRST_PAUSE, LONGEST_PAUSE = 1.0, 30.0
 
 
 class Refused(UserError):
-    """The relay answered with a refusal that trying again will not change."""
+    """The relay answered with a refusal that trying again will not change. `reason` is
+    the relay's text as it came; the message shows it only through relay_said."""
 
-    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
-        super().__init__(f"the relay refused the drop: {message or status}", hint)
+    def __init__(self, status: int, reason: str, hint: str | None = None) -> None:
+        said = relay_said(reason)
+        super().__init__(
+            f"the relay refused the drop; {said}"
+            if said
+            else f"the relay refused the drop ({status})",
+            hint,
+        )
         self.status = status
-        self.reason = message
+        self.reason = reason
 
 
 class Unknown(UserError):
@@ -161,8 +168,10 @@ def _refuse_redirect(response: aiohttp.ClientResponse) -> None:
 
 
 async def _reason(response: aiohttp.ClientResponse) -> str:
-    text = (await response.text(errors="replace")).strip()
-    return text.splitlines()[0][:300] if text else ""
+    """The first line of a refusal's body (read up to common.ERROR_BODY_LIMIT), as the
+    relay wrote it: shown only through relay_said (Refused)."""
+    text = (await error_body(response)).decode("utf-8", errors="replace").strip()
+    return text.splitlines()[0] if text else ""
 
 
 class Uploader:
