@@ -25,8 +25,10 @@ Errors: `errors.HeaderError` (and `ArmorError`), `NoIdentityMatchError`, `Header
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 from collections.abc import Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import BinaryIO
 
 from . import format as fmt
@@ -57,6 +59,8 @@ _BASEPOINT = (9).to_bytes(32, "little")
 # 1 MiB reads: measured here, 1 MiB pieces seal ~50% faster than 64 KiB ones (fewer
 # Python-level calls per byte) at no cost in memory that matters.
 READ_SIZE = 1 << 20
+# Sealing threads of encrypt_stream: one 1 MiB read is 16 chunks, so runs of 4 or more.
+MAX_THREADS = 4
 
 
 def _wrap_x25519(file_key: bytes, recipient: Recipient) -> fmt.Stanza:
@@ -131,15 +135,18 @@ class Encryptor:
     """Seals one age file. The first update() (or finalize()) output starts with the
     header; write every returned piece, in order, then the finalize() pieces."""
 
-    def __init__(self, recipients: Iterable[str | Recipient]) -> None:
-        """Raises KeyEncodingError for a malformed recipient, ValueError for none."""
+    def __init__(
+        self, recipients: Iterable[str | Recipient], *, pool: Executor | None = None, share: int = 1
+    ) -> None:
+        """Raises KeyEncodingError for a malformed recipient, ValueError for none. With
+        `pool` and `share`, chunks are sealed `share` runs at a time (StreamEncryptor)."""
         file_key = secrets.token_bytes(FILE_KEY_SIZE)
         stanzas = [_wrap_x25519(file_key, r) for r in parse_recipients(recipients)]
         mac_input = fmt.encode_mac_input(stanzas)
         mac = hmac_sha256(hkdf_sha256(file_key, b"", b"header"), mac_input)
         nonce = secrets.token_bytes(NONCE_SIZE)
         self._preamble: bytes | None = fmt.encode_header(mac_input, mac) + nonce
-        self._stream = StreamEncryptor(hkdf_sha256(file_key, nonce, b"payload"))
+        self._stream = StreamEncryptor(hkdf_sha256(file_key, nonce, b"payload"), pool, share)
 
     def update(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """`data` is read during the call and never kept: the caller may reuse it."""
@@ -257,9 +264,22 @@ def _pump(src: BinaryIO, dst: BinaryIO, core: Encryptor | Decryptor) -> int:
     return written + sum(map(len, pieces))
 
 
-def encrypt_stream(src: BinaryIO, dst: BinaryIO, recipients: Iterable[str | Recipient]) -> int:
-    """Seals `src` into `dst`, reading 1 MiB at a time. Returns bytes written."""
-    return _pump(src, dst, Encryptor(recipients))
+def encrypt_stream(
+    src: BinaryIO,
+    dst: BinaryIO,
+    recipients: Iterable[str | Recipient],
+    *,
+    threads: int | None = None,
+) -> int:
+    """Seals `src` into `dst`, reading 1 MiB at a time. Returns bytes written. The chunks
+    are sealed by up to `threads` threads at once (default: the CPUs this process may
+    use, at most MAX_THREADS); the bytes are the same for any number."""
+    if threads is None:
+        threads = min(MAX_THREADS, len(os.sched_getaffinity(0)))
+    if threads < 2:
+        return _pump(src, dst, Encryptor(recipients))
+    with ThreadPoolExecutor(threads - 1, thread_name_prefix="age-seal") as pool:
+        return _pump(src, dst, Encryptor(recipients, pool=pool, share=threads))
 
 
 def decrypt_stream(src: BinaryIO, dst: BinaryIO, identities: Iterable[str | Identity]) -> int:

@@ -19,6 +19,9 @@ tail, which is copied: a caller may reuse its buffer after each update().
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import Executor
+
 from .errors import PayloadError
 from .primitives import TAG_SIZE, ChunkAead
 
@@ -88,20 +91,50 @@ class PayloadCipher:
         return plaintext
 
 
-class StreamEncryptor:
-    """Feed plaintext with update(); finish with finalize(). Returns sealed chunks."""
+def _seal_run(
+    payload_key: bytes, counter: int, chunks: Sequence[bytes | memoryview]
+) -> list[bytes]:
+    """Seals consecutive non-final chunks from `counter` on, with a cipher of its own (for
+    another thread: ChunkAead is not shared between threads)."""
+    cipher = PayloadCipher(payload_key)
+    return [cipher.seal(counter + i, chunk, False) for i, chunk in enumerate(chunks)]
 
-    def __init__(self, payload_key: bytes) -> None:
+
+class StreamEncryptor:
+    """Feed plaintext with update(); finish with finalize(). Returns sealed chunks.
+
+    With `pool` (an executor) and `share` > 1, an update() of several chunks is cut into
+    `share` runs of consecutive chunks, sealed at once: all but the last in the pool, the
+    last in the caller's thread (libsodium runs without the GIL). Each chunk's nonce is
+    its index, so the output is the same bytes as one thread's; update() returns when
+    every run is sealed, so the caller's buffer is free again as before."""
+
+    def __init__(self, payload_key: bytes, pool: Executor | None = None, share: int = 1) -> None:
+        self._key = payload_key
         self._cipher = PayloadCipher(payload_key)
         self._counter = 0
         self._pending = b""  # at most one chunk, held back in case it is the last
         self._done = False
+        self._pool = pool if share > 1 else None
+        self._share = share
 
     def update(self, data: Buffer) -> list[bytes]:
         if self._done:
             raise ValueError("encryptor already finalized")
         chunks, self._pending = _split_holding_last(self._pending, data, CHUNK_SIZE)
+        if self._pool is not None and len(chunks) >= 2 * self._share:
+            return self._seal_shared(self._pool, chunks)
         return [self._seal(chunk, final=False) for chunk in chunks]
+
+    def _seal_shared(self, pool: Executor, chunks: list[bytes | memoryview]) -> list[bytes]:
+        size = -(-len(chunks) // self._share)
+        starts = range(0, len(chunks), size)
+        *others, last = [(self._counter + start, chunks[start : start + size]) for start in starts]
+        futures = [pool.submit(_seal_run, self._key, counter, run) for counter, run in others]
+        mine = _seal_run(self._key, *last)
+        sealed = [piece for future in futures for piece in future.result()]
+        self._counter += len(chunks)
+        return sealed + mine
 
     def finalize(self) -> list[bytes]:
         if self._done:

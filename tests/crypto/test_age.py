@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -20,7 +21,7 @@ from crypto.errors import (
     PayloadError,
 )
 from crypto.keys import Identity, Recipient
-from crypto.stream import sealed_size
+from crypto.stream import StreamEncryptor, sealed_size
 
 from .agefiles import b64, craft, split_chunks, wrap_lines, x25519_stanza
 
@@ -99,6 +100,26 @@ def test_streams(identity: Identity) -> None:
     opened = io.BytesIO()
     assert age.decrypt_stream(io.BytesIO(sealed.getvalue()), opened, [identity]) == len(data)
     assert opened.getvalue() == data
+
+
+@pytest.mark.parametrize("share", [2, 3, 5])
+def test_chunks_sealed_in_runs_on_threads_are_the_same_bytes(share: int) -> None:
+    """StreamEncryptor with a pool: the same chunks, nonces and order as one thread, for
+    pieces of every shape (fewer chunks than runs, runs of uneven length)."""
+    key = os.urandom(32)
+    data = os.urandom(5 * 1024 * 1024 + 12345)
+    cuts = [0, 1, 70_000, 200_000, 1_300_000, 1_300_001, 4_000_000, len(data)]
+    alone = StreamEncryptor(key)
+    with ThreadPoolExecutor(share - 1) as pool:
+        shared = StreamEncryptor(key, pool, share)
+        ours: list[bytes] = []
+        for start, end in zip(cuts, cuts[1:], strict=False):
+            piece = memoryview(bytearray(data[start:end]))
+            ours += shared.update(piece)
+            piece[:] = bytes(len(piece))  # the caller's buffer is free once update returns
+        ours += shared.finalize()
+    reference = alone.update(data) + alone.finalize()
+    assert b"".join(ours) == b"".join(reference)
 
 
 def test_identity_file_text_with_comments(identity: Identity) -> None:

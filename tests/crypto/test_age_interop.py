@@ -137,3 +137,22 @@ def test_ages_own_example_file() -> None:
     key = re.search(r'privateKey = "(AGE-SECRET-KEY-1[0-9A-Z]+)"', source)
     assert key, "age's test key not found in its sources"
     assert age.decrypt(example, [key.group(1)]) == b"Black lives matter."
+
+
+STREAM_SIZES = [0, 1, 65536, 1024 * 1024, 1024 * 1024 + 1, 3 * 1024 * 1024 + 65535]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("size", STREAM_SIZES)
+def test_age_opens_streams_sealed_by_several_threads(
+    keys: list[tuple[Path, Identity]], tmp_path: Path, size: int, threads: int
+) -> None:
+    data = os.urandom(size)
+    source, sealed = tmp_path / "in", tmp_path / "in.age"
+    source.write_bytes(data)
+    with source.open("rb") as src, sealed.open("wb") as dst:
+        written = age.encrypt_stream(src, dst, [keys[0][1].recipient], threads=threads)
+    assert written == sealed.stat().st_size
+    result = run(AGE, "-d", "-i", str(keys[0][0]), str(sealed))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data
