@@ -45,9 +45,10 @@ from crypto.directory import Directory
 from crypto.errors import CodenameError
 from crypto.keys import Recipient
 from onion import client as tor_client
-from relay.sanitize import SNIFF_BYTES, Refused, Stripping, detect
+from relay.sanitize import Stripping
 
 from . import outbox, sealing
+from . import strip as stripping
 from .common import (
     UserError,
     end_progress,
@@ -80,48 +81,6 @@ class DropError(UserError):
 
 def note(text: str) -> None:
     print(f"{PROG}: {text}", file=sys.stderr)
-
-
-# --- strip --------------------------------------------------------------------------------
-
-
-def _strip_one(stripping: Stripping, position: int, source: Path, folder: Path) -> str:
-    """Cleans one file into `folder`; returns the generated name. Raises Refused, OSError."""
-    with source.open("rb") as src:
-        detected = detect(src.read(SNIFF_BYTES))
-        partial = folder / f".partial-{position}"
-        with partial.open("xb") as dst:
-            try:
-                report = stripping.clean(detected, src, dst)
-            except BaseException:
-                partial.unlink(missing_ok=True)
-                raise
-    name = detected.name(position, report.mime)
-    if (folder / name).exists():
-        partial.unlink(missing_ok=True)
-        raise DropError(f"file {position}: {name} exists already in the output folder")
-    os.replace(partial, folder / name)
-    return name
-
-
-def cmd_strip(args: argparse.Namespace) -> int:
-    folder = Path(args.output)
-    folder.mkdir(parents=True, exist_ok=True)
-    stripping = Stripping()
-    refused = 0
-    for position, source in enumerate(args.files, start=1):
-        try:
-            name = _strip_one(stripping, position, Path(source), folder)
-        except Refused as refusal:
-            refused += 1
-            note(f"file {position}: {refusal}")
-            continue
-        except OSError as exc:
-            raise DropError(
-                f"file {position} could not be read or written ({exc.strerror})"
-            ) from None
-        print(f"file {position}: cleaned -> {name}")
-    return 1 if refused else 0
 
 
 # --- reaching the relay -------------------------------------------------------------------
@@ -561,9 +520,8 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    strip.add_argument("files", nargs="+", metavar="FILE")
-    strip.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write to")
-    strip.set_defaults(run=cmd_strip)
+    stripping.add_arguments(strip)
+    strip.set_defaults(run=stripping.run)
     seal = sub.add_parser(
         "seal",
         help="strip and seal a drop into a file, to carry out by other means",
