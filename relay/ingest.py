@@ -181,9 +181,9 @@ def _seal_item(
     routing: Routing,
     send_original: bool,
 ) -> tuple[ItemRecord, list[SealedBlob]] | Refusal:
-    blob_name = f"item-{position}"
     if staged.final is not None:
         return _move_final(root, drop_id, position, staged, staged.final, sanitizer, routing)
+    blob_name = f"item-{position}"
     with staged.open() as reader:
         detected = detect(reader.read(SNIFF_BYTES))
         reader.seek(0)

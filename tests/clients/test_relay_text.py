@@ -304,11 +304,8 @@ REFUSALS = {
 }
 
 
-@pytest.mark.parametrize(("answers", "methods"), REFUSALS.values(), ids=REFUSALS)
-async def test_drop_send_shows_a_hostile_refusal_safely(
-    setup: Setup, tmp_path: Path, answers: dict[str, bytes], methods: list[str]
-) -> None:
-    fake = HandWrittenRelay({"GET": await directory_answer(setup), **answers})
+async def send_to(fake: HandWrittenRelay, tmp_path: Path) -> tuple[int, str]:
+    """`amanah-drop send` of a message to `fake`: its exit code and standard error."""
     url = await fake.start()
     try:
         code, _, stderr = await command(
@@ -317,6 +314,15 @@ async def test_drop_send_shows_a_hostile_refusal_safely(
         )  # fmt: skip
     finally:
         await fake.stop()
+    return code, stderr
+
+
+@pytest.mark.parametrize(("answers", "methods"), REFUSALS.values(), ids=REFUSALS)
+async def test_drop_send_shows_a_hostile_refusal_safely(
+    setup: Setup, tmp_path: Path, answers: dict[str, bytes], methods: list[str]
+) -> None:
+    fake = HandWrittenRelay({"GET": await directory_answer(setup), **answers})
+    code, stderr = await send_to(fake, tmp_path)
     assert code == 1, stderr
     assert fake.methods == methods  # a refusal is final: nothing is tried again
     assert "amanah-drop: error: the relay refused the drop; the relay said: " in stderr
@@ -342,14 +348,7 @@ async def test_drop_shows_what_aiohttp_quotes_of_a_broken_answer_safely(
     """aiohttp's error for an answer it cannot parse quotes the relay's bytes (over
     several lines); the directory is the first request, so no real relay is needed."""
     fake = HandWrittenRelay({"GET": answer})
-    url = await fake.start()
-    try:
-        code, _, stderr = await command(
-            DROP, "send", "--relay", url, "-m", "a message", "--state", tmp_path / "state",
-            "--wait", "5",
-        )  # fmt: skip
-    finally:
-        await fake.stop()
+    code, stderr = await send_to(fake, tmp_path)
     assert code == 1, stderr
     assert "amanah-drop: error: cannot reach the relay: " in stderr
     assert_safe(stderr, words=())
