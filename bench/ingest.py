@@ -694,6 +694,12 @@ def per_gb(size: int, s: Sample) -> float:
     return s.cpu / (size / 1e9)
 
 
+def times(ours: float, theirs: float) -> str:
+    """`ours / theirs` as "1.23x"; "n/a" when `theirs` is too small to divide by (a
+    small upload into the raw sink can take less CPU than /proc counts: 0.00 s)."""
+    return f"{ours / theirs:.2f}x" if theirs > 0 else "n/a"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -765,9 +771,10 @@ def main() -> int:
             resident = {p.name: [memory_kib(p.process.pid)[1] / 1024] for p in peers}
             single: dict[int, dict[str, list[Sample]]] = {s: {n: [] for n in names} for s in sizes}
             together: dict[str, list[Sample]] = {n: [] for n in names}
-            plan = [(size, 1) for size in reversed(sizes)] + [(each, args.concurrent)]
+            plan = [(size, 1, False) for size in reversed(sizes)]
+            plan.append((each, args.concurrent, True))  # even --concurrent 1
             for run in range(args.runs):
-                for size, count in plan:
+                for size, count, concurrent in plan:
                     for peer in peers:  # peers interleaved, so drift hits them alike
                         sample = measure(peer, files[size], count)
                         what = f"{count} x {mib(size)}" if count > 1 else mib(size)
@@ -775,7 +782,7 @@ def main() -> int:
                             if peer.name == "amanah":
                                 raise SystemExit(f"bench: amanah failed ({what})")
                             continue
-                        (together if count > 1 else single[size])[peer.name].append(sample)
+                        (together if concurrent else single[size])[peer.name].append(sample)
                         log(
                             f"run {run + 1}/{args.runs} {peer.name:>10} {what}: "
                             f"{sample.seconds:.2f} s, CPU {sample.cpu:.2f} s, "
@@ -837,8 +844,8 @@ def report(
     for peer in ("onionshare", "raw-sink"):
         if peer in ones:
             r = rate(big, a) / rate(big, ones[peer])
-            c = per_gb(big, a) / per_gb(big, ones[peer])
-            print(f"amanah / {peer}: {r:.2f}x MB/s, {c:.2f}x CPU-s/GB")
+            c = times(per_gb(big, a), per_gb(big, ones[peer]))
+            print(f"amanah / {peer}: {r:.2f}x MB/s, {c} CPU-s/GB")
             if peer == "onionshare":
                 met1, ratio1 = r >= TARGET_RATIO, r
         else:
@@ -876,8 +883,8 @@ def report(
         if together.get(peer):
             o = median(together[peer])
             print(
-                f"amanah / {peer}: {rate(total, a) / rate(total, o):.2f}x MB/s, "
-                f"{per_gb(total, a) / per_gb(total, o):.2f}x CPU-s/GB"
+                f"amanah / {peer}: {times(rate(total, a), rate(total, o))} MB/s, "
+                f"{times(per_gb(total, a), per_gb(total, o))} CPU-s/GB"
             )
     print(
         "(upload-phase RSS: the peak until the last byte was sent; spread: slowest / fastest"

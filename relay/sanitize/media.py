@@ -1,13 +1,14 @@
-"""Audio and AVI video through the ffmpeg CLI: remux without re-encoding (FLAC excepted),
-keeping only the audio and video streams, and dropping every tag, chapter and encoder string.
+"""Audio through the ffmpeg CLI: remux without re-encoding (FLAC excepted), keeping only the
+audio streams, and dropping every tag, chapter and encoder string. Also the table of every
+audio and video format (`FORMATS`), and the rules video.py shares.
 
-Why the CLI here, and PyAV for the other videos (video.py): audio files are small (an hour
-of AAC is ~60 MB), so the memfd the CLI reads from costs little, and the CLI path has the
-MP3 and FLAC steps it needs (mutagen first, a FLAC re-encode); Debian's ffmpeg runs as its
-own process under the worker's limits, and a crash in a demuxer kills that process, not
-the worker that reports it. AVI stays here because its muxer seeks back to finish its
-header: it cannot be written forward only, so it cannot stream (and is held in RAM twice,
-input and result, like audio).
+Why the CLI here, and PyAV for videos (video.py): audio files are small (an hour of AAC is
+~60 MB), so the memfd the CLI reads from costs little, and the CLI path has the MP3 and FLAC
+steps it needs (mutagen first, a FLAC re-encode); Debian's ffmpeg runs as its own process
+under the worker's limits, and a crash in a demuxer kills that process, not the worker that
+reports it. Videos stream instead (video.py), an AVI as Matroska, since the AVI muxer seeks
+back to finish its header and cannot write forward only. An AVI whose video has B-frames
+comes here after all (see video.WRITTEN_AS) and is held in RAM twice, input and result.
 
 Rules (measured in notes/metadata.md):
 - the demuxer is forced from the type libmagic found and only the `file` protocol is
@@ -53,6 +54,8 @@ FORMATS: dict[str, tuple[str, str, str, bool]] = {
     "video/3gpp": ("mov", "3gp", "video/3gpp", False),
     "video/x-matroska": ("matroska", "matroska", "video/x-matroska", False),
     "video/webm": ("matroska", "webm", "video/webm", False),
+    # Streamed by video.py as Matroska (WRITTEN_AS there) unless its video reorders frames;
+    # then here, as an AVI.
     "video/x-msvideo": ("avi", "avi", "video/x-msvideo", False),
 }
 SEI_FILTERS = {"h264": "filter_units=remove_types=6", "hevc": "filter_units=remove_types=39|40"}

@@ -109,14 +109,16 @@ def bwrap_prefix() -> list[str]:
 # Memory, measured (bench/sanitize.py and tests/sanitize/test_memory.py; H.264/AAC MP4s,
 # their index at the end as phones write it; every process of the tree polled every 3 ms,
 # memfds counted, since their pages show in no process's RSS):
-# - videos other than AVI stream (channel.py, video.py): nothing in proportion to the file
-#   is held. In all, at 100 MB, 500 MB and 1.5 GB alike: 117-120 MiB for amanah-drop strip
-#   (its worker and bubblewrap included), 96-98 MiB for the library alone, 105-106 MiB for
-#   the relay's own path (staging, the sealed reader, the worker, the sealing writer);
-# - audio, AVI and pictures take the memfd path: the input and the result are each held
-#   whole in memory (a 200 MB MP4 held 498 MiB at its peak that way, 1066 MiB at 500 MB,
-#   before videos streamed). The worker empties the input memfd as soon as nothing reads
-#   it again (worker.release_input), so the checks after the remux hold the result only.
+# - videos stream (channel.py, video.py; an AVI whose video has B-frames excepted): nothing
+#   in proportion to the file is held. In all, at 100 MB, 500 MB and 1.5 GB alike:
+#   117-120 MiB for amanah-drop strip (its worker and bubblewrap included), 96-98 MiB for
+#   the library alone, 105-106 MiB for the relay's own path (staging, the sealed reader,
+#   the worker, the sealing writer);
+# - audio, pictures and AVIs with B-frames take the memfd path: the input and the result
+#   are each held whole in memory (a 200 MB MP4 held 498 MiB at its peak that way, 1066 MiB
+#   at 500 MB, before videos streamed). The worker empties the input memfd as soon as
+#   nothing reads it again (worker.release_input), so the checks after the remux hold the
+#   result only.
 
 
 def _fill_memfd(src: BinaryIO) -> tuple[int, str, int]:
@@ -167,7 +169,9 @@ class Sandboxed:
         if mime not in SUPPORTED:
             raise refusal("unsupported")
         if mime in worker.STREAMED:
-            return self._strip_streamed(mime, src, dst)
+            outcome = self._strip_streamed(mime, src, dst)
+            if outcome is not None:
+                return outcome
         in_fd, original_sha256, size = _fill_memfd(src)
         out_fd = os.memfd_create("out", 0)
         try:
@@ -182,9 +186,11 @@ class Sandboxed:
             os.close(out_fd)
         return Outcome(out_mime, removed, original_sha256, size)
 
-    def _strip_streamed(self, mime: str, src: BinaryIO, dst: BinaryIO) -> Outcome:
+    def _strip_streamed(self, mime: str, src: BinaryIO, dst: BinaryIO) -> Outcome | None:
         """A video: the worker reads `src` and sends its result over socket pairs
         (channel.py), so neither the input nor the result is ever held whole in memory.
+        None when the worker found it cannot write this one forward only (an AVI with
+        B-frames) and wrote nothing: the caller takes the memfd path.
         When `src` is a file of the caller's own (amanah-drop strip on a source's device;
         never in the relay, whose staged files are sealed), the worker reads it itself
         through a read-only descriptor, and the relay only hashes it meanwhile."""
@@ -214,6 +220,10 @@ class Sandboxed:
                 link.close()
             if local is not None:
                 os.close(local)
+        if answer.get("reason") == worker.NOT_STREAMABLE:
+            if served and served[0][1]:
+                raise refusal("worker-failed")  # it had written a result after all
+            return None
         out_mime, removed = _accepted(answer)
         if not served or served[0][1] == 0:
             raise refusal("worker-failed")

@@ -1,4 +1,4 @@
-"""Video (MP4, MOV, 3GP, Matroska, WebM) remuxed in the worker with PyAV, streamed: the
+"""Video (MP4, MOV, 3GP, Matroska, WebM, AVI) remuxed in the worker with PyAV, streamed: the
 input read through `channel.RemoteInput`, the result written forward only and sent to the
 relay as it is made, so memory stays flat whatever the file's size.
 
@@ -8,10 +8,10 @@ Python file object, so the worker asks the relay for the bytes it needs and the 
 stays where it is (the relay's sealed staging file, decrypted 64 KiB at a time). The remux
 itself is the same libavformat work (notes/performance.md: 0.23-0.30 s for 200 MB, like the
 CLI; measured here, 0.2-0.3 s for 500 MB into a null output). What that costs: a second
-FFmpeg build (PyAV's wheel bundles FFmpeg 8; audio and AVI still go through Debian's
-ffmpeg 5.1), and a crash in a demuxer kills the worker itself, which the relay already
-treats as a refusal. The hostile demuxing stays in the sandboxed
-worker; PyAV may open no other file or URL (`io_open` refuses every request).
+FFmpeg build (PyAV's wheel bundles FFmpeg 8; audio still goes through Debian's ffmpeg
+5.1), and a crash in a demuxer kills the worker itself, which the relay already treats as
+a refusal. The hostile demuxing stays in the sandboxed worker; PyAV may open no other
+file or URL (`io_open` refuses every request).
 
 Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
 - the demuxer is forced from the type libmagic found;
@@ -26,7 +26,8 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
   least every `FRAGMENT_BYTES`; the moov waits for the first fragment, so the edit list that
   hides the audio encoder's priming samples is kept, while the trim of its padding at the
   end has no place: one more AAC frame of padding plays) or Matroska without cues, whose
-  Duration is written up front from the input's;
+  Duration is written up front from the input's; an AVI becomes Matroska (the AVI muxer
+  seeks back to finish its header);
 - the result is read back while it is written (`Readback`, a second demuxer in a thread,
   handed the muxer's pieces in memory) and must hold the same streams, the same number of
   packets in each, the input's duration, and decode (the first frames of video, the first
@@ -36,7 +37,8 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
 
 Runs only inside the sandboxed worker. Raises av.FFmpegError, nal.NalError,
 records.RecordError, MediaError (refusals, all of them: the worker reports them as
-"malformed").
+"malformed"), and NotStreamable before anything is written (the worker says so, and the
+sandbox gives the file to media.py instead).
 """
 
 from __future__ import annotations
@@ -73,7 +75,19 @@ DECODED_AUDIO_PACKETS = 20
 # sample rate); the rest (strings, metadata updates, EXIF, camera-specific blocks) goes.
 KEPT_SIDE_DATA = frozenset({"skip_samples", "palette", "param_change"})
 QUEUED_PIECES = 8  # of IO_BUFFER bytes: how far the muxer may run ahead of the readback
+# An AVI is written as Matroska: its own muxer must seek back to finish its header, and
+# Matroska takes every codec an AVI holds (native ones, the rest as VFW/ACM). An AVI keeps
+# decoding order only: the demuxer makes up presentation times (`+genpts`), which is right
+# only when no frame is shown after a later one. So an AVI whose video has B-frames is not
+# streamed, nor one with a stream Matroska's muxer refuses (`NotStreamable`, raised before
+# a byte is written: the sandbox gives the file to media.py, which writes an AVI).
+WRITTEN_AS = {"avi": ("matroska", "video/x-matroska")}
+DEMUXER_OPTIONS = {"avi": {"fflags": "+genpts"}}
 RAW_AUDIO = "pcm_"  # raw samples: nothing can hide in them that a tag names; not searched
+
+
+class NotStreamable(Exception):
+    """This input cannot be written forward only without losing its frames' order."""
 
 
 def _no_io(url: str, flags: int, options: dict[str, str]) -> BinaryIO:
@@ -327,12 +341,22 @@ def clean(
     """Remuxes one video from `source` into `link`; returns the worker's answer."""
     formats = media.FORMATS[mime]  # demuxer, muxer, type of the result, audio only
     with av.open(
-        source, "r", format=formats[0], buffer_size=INPUT_BUFFER, io_open=_no_io
+        source,
+        "r",
+        format=formats[0],
+        options=DEMUXER_OPTIONS.get(formats[0], {}),
+        buffer_size=INPUT_BUFFER,
+        io_open=_no_io,
     ) as container:
         document = _document(container)
         pictures = av.stream.Disposition.attached_pic
         video = [s for s in container.streams.video if not s.disposition & pictures]
         audio = list(container.streams.audio)
+        rewrapped = formats[0] in WRITTEN_AS
+        if rewrapped:
+            if any(s.codec_context.has_b_frames for s in video):
+                raise NotStreamable(mime)
+            formats = (formats[0], *WRITTEN_AS[formats[0]], formats[3])
         if not video:
             formats = media.audio_only_formats(formats)
         _, muxer, out_mime, _ = formats
@@ -346,6 +370,12 @@ def clean(
         tee = _Tee(link, readback)
         try:
             dropped, sources = _remux(container, kept, muxer, tee, search, names)
+        except Exception as exc:
+            if rewrapped and not link.written:
+                # Matroska refused a stream of this AVI (a codec its muxer does not list):
+                # nothing went out, so the AVI muxer may still take the whole file.
+                raise NotStreamable(mime) from exc
+            raise
         finally:
             readback.finish()
     if readback.error is not None:

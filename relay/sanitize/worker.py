@@ -5,7 +5,7 @@ Protocol: argv holds the mode and its descriptors, then the MIME type and the ou
 limit:
 
     files IN OUT MIME LIMIT       IN is the input in an anonymous in-memory file (memfd),
-                                  OUT an empty memfd for the result (pictures, audio, AVI)
+                                  OUT an empty memfd for the result (pictures, audio)
     stream IN OUT MIME LIMIT SIZE IN and OUT are Unix sockets to the relay, which serves the
                                   SIZE bytes of input on request and takes the result as it
                                   is written (channel.py; the videos of `STREAMED`)
@@ -62,12 +62,21 @@ OPEN_FILES = 64
 # Inner time limit for one ffmpeg run; the outer, wall-clock one kills the process group.
 FFMPEG_TIMEOUT = 600.0
 
-# Videos remuxed by video.py, streamed over a channel: the relay's memory stays flat. AVI
-# is not among them: its muxer must seek back to finish its header, and its index is at
-# the end; it keeps the memfd path (media.py).
+# Videos remuxed by video.py, streamed over a channel: the relay's memory stays flat. An AVI
+# is written as Matroska (its own muxer must seek back to finish its header).
 STREAMED = frozenset(
-    {"video/mp4", "video/quicktime", "video/3gpp", "video/x-matroska", "video/webm"}
+    {
+        "video/mp4",
+        "video/quicktime",
+        "video/3gpp",
+        "video/x-matroska",
+        "video/webm",
+        "video/x-msvideo",
+    }
 )
+# A streamed worker's answer for an input it must not write forward only (an AVI with
+# B-frames): nothing was written, and the sandbox runs the file again in `files` mode.
+NOT_STREAMABLE = "not-streamable"
 IMAGE_BYTEWISE = {"image/jpeg", "image/png", "image/webp"}
 IMAGE_REENCODE = {"image/tiff", "image/gif", "image/heic", "image/heif", "image/avif"}
 
@@ -181,11 +190,14 @@ def clean_streamed(
 
     with socket.socket(fileno=results) as result:
         link = channel.ResultLink(result)
-        if local:
-            with os.fdopen(source_fd, "rb", buffering=0) as file:
-                return video.clean(mime, file, link)
-        with socket.socket(fileno=source_fd) as source:
-            return video.clean(mime, channel.RemoteInput(source, size), link)
+        try:
+            if local:
+                with os.fdopen(source_fd, "rb", buffering=0) as file:
+                    return video.clean(mime, file, link)
+            with socket.socket(fileno=source_fd) as source:
+                return video.clean(mime, channel.RemoteInput(source, size), link)
+        except video.NotStreamable:
+            return {"ok": False, "reason": NOT_STREAMABLE}
 
 
 def run(handler: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -208,7 +220,7 @@ def _handler(argv: list[str]) -> Callable[[], dict[str, Any]] | None:
     files = Files(int(argv[1]), int(argv[2]))
     if mime in IMAGE_BYTEWISE | IMAGE_REENCODE:
         return lambda: clean_image(mime, files)
-    if mime in media.FORMATS and mime not in STREAMED:
+    if mime in media.FORMATS:  # audio, or an AVI that video.py could not stream
         return lambda: clean_media(mime, files)
     return None
 

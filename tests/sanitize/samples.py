@@ -263,7 +263,28 @@ def avi(folder: Path) -> Path:
     return _video(folder, "in.avi", ["-c:v", "mpeg4", "-c:a", "libmp3lame"], [], [])
 
 
-# name: (maker, MIME type libmagic should find, MIME type of the cleaned file)
+def avi_h264(folder: Path) -> Path:
+    """H.264 in AVI: start codes (no configuration record), x264's settings in an SEI, and
+    B-frames, whose presentation times an AVI does not hold: not streamed as Matroska but
+    remuxed whole into an AVI (video.WRITTEN_AS)."""
+    codec = ["-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p"]
+    return _video(folder, "in-h264.avi", [*codec, "-c:a", "libmp3lame"], [], [])
+
+
+def avi_mjpeg(folder: Path) -> Path:
+    """Motion JPEG and PCM sound, as compact cameras record."""
+    codec = ["-c:v", "mjpeg", "-c:a", "pcm_s16le"]
+    return _video(folder, "in-mjpeg.avi", codec, [], [])
+
+
+def avi_adpcm(folder: Path) -> Path:
+    """Motion JPEG with IMA ADPCM sound, which Matroska's muxer does not list: remuxed whole
+    into an AVI instead of streamed (video.WRITTEN_AS)."""
+    codec = ["-c:v", "mjpeg", "-c:a", "adpcm_ima_wav"]
+    return _video(folder, "in-adpcm.avi", codec, [], [])
+
+
+# name: (maker, MIME type of the cleaned file)
 SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "jpeg": (jpeg, "image/jpeg"),
     "jpeg-rotated": (jpeg_rotated, "image/jpeg"),
@@ -287,5 +308,8 @@ SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "3gp": (threegp, "video/3gpp"),
     "mkv": (mkv, "video/x-matroska"),
     "webm": (webm, "video/webm"),
-    "avi": (avi, "video/x-msvideo"),
+    "avi": (avi, "video/x-matroska"),
+    "avi-h264": (avi_h264, "video/x-msvideo"),
+    "avi-mjpeg": (avi_mjpeg, "video/x-matroska"),
+    "avi-adpcm": (avi_adpcm, "video/x-msvideo"),
 }

@@ -106,7 +106,10 @@ def _frames(path: Path) -> list[tuple[str, int]]:
     ]
 
 
-@pytest.mark.parametrize("name", ["mp4", "mov", "3gp", "mkv", "webm"])
+STREAMED_OR_AVI = ["mp4", "mov", "3gp", "mkv", "webm", "avi", "avi-h264", "avi-mjpeg", "avi-adpcm"]
+
+
+@pytest.mark.parametrize("name", STREAMED_OR_AVI)
 def test_streamed_videos_decode_in_full(name: str, stripping: Stripping, tmp_path: Path) -> None:
     """Written forward only (fragmented MP4, Matroska without cues), the result still
     decodes to the end, every frame of every kept stream, with no decoder complaint."""

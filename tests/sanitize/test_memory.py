@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ def _memfd(data: bytes) -> int:
     return fd
 
 
-@pytest.mark.parametrize("name", ["avi", "mp3"])
+@pytest.mark.parametrize("name", ["wav", "mp3"])
 def test_the_input_memfd_is_emptied_after_the_remux(name: str, tmp_path: Path) -> None:
     source = samples.SAMPLES[name][0](tmp_path).read_bytes()
     in_fd, out_fd = _memfd(source), os.memfd_create("out", 0)
@@ -204,9 +205,31 @@ class _Sampler:
         self._thread.join()
 
 
+def _large_avi() -> Path:
+    """The same ~400 MB video in an AVI (H.264 with start codes, as AVIs hold it, no
+    B-frames, and AAC): streamed and written as Matroska."""
+    path = CACHE / "video-400mb.avi"
+    if path.exists():
+        return path
+    partial = CACHE / "video-400mb.partial.avi"
+    samples.ffmpeg(
+        "-i", str(_large_video()), "-map", "0", "-c", "copy", "-bsf:v", "h264_mp4toannexb",
+        *samples.FFMPEG_METADATA, str(partial),
+    )  # fmt: skip
+    partial.rename(path)
+    return path
+
+
 @pytest.mark.slow
-def test_a_video_larger_than_the_limit_is_stripped_in_flat_memory(tmp_path: Path) -> None:
-    source = _large_video()
+@pytest.mark.parametrize(
+    ("make", "mime", "size_tolerance"),
+    [(_large_video, "video/mp4", 0.01), (_large_avi, "video/x-matroska", 0.03)],
+    ids=["mp4", "avi"],
+)
+def test_a_video_larger_than_the_limit_is_stripped_in_flat_memory(
+    make: Callable[[], Path], mime: str, size_tolerance: float, tmp_path: Path
+) -> None:
+    source = make()
     assert source.stat().st_size > 2.5 * LIMIT_MIB * MiB
     result = tmp_path / "result.age"
     process = subprocess.Popen(
@@ -220,9 +243,9 @@ def test_a_video_larger_than_the_limit_is_stripped_in_flat_memory(tmp_path: Path
     sampler.stop()
     assert process.returncode == 0
     report = json.loads(stdout)
-    assert report["mime"] == "video/mp4"
+    assert report["mime"] == mime
     assert "container tag artist" in report["removed"]
-    assert abs(report["size"] - source.stat().st_size) < 0.01 * source.stat().st_size
+    assert abs(report["size"] - source.stat().st_size) < size_tolerance * source.stat().st_size
     assert sampler.samples > 50, "the sampler did not keep up"
     assert 0 < sampler.peak < LIMIT_MIB * MiB, f"peak {sampler.peak / MiB:.0f} MiB"
 
