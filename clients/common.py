@@ -54,6 +54,8 @@ RELAY_TEXT_LIMIT = 300
 # A refusal's body is read up to this many bytes (a JSON error of any sensible length fits)
 # and no further, so that an endless one cannot fill the memory.
 ERROR_BODY_LIMIT = 1 << 20
+# A JSON answer or the directory, read whole: a listing of 10,000 drops is ~4 MB.
+ANSWER_LIMIT = 16 << 20
 # Characters that are not text to show: controls (Cc: C0 such as ESC, NUL and BEL, DEL,
 # and C1 such as the one-byte CSI), formats (Cf: the bidi embeddings, overrides and
 # isolates U+202A-U+202E and U+2066-U+2069, zero-width characters), and lone surrogates
@@ -90,15 +92,30 @@ def relay_said(text: str) -> str:
     return f"the relay said: {json.dumps(shown, ensure_ascii=False)}" if shown else ""
 
 
-async def error_body(response: aiohttp.ClientResponse) -> bytes:
-    """The body of a refusal, up to ERROR_BODY_LIMIT bytes (the rest is not read)."""
+async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, up to `limit` bytes (the rest is not read)."""
     body = bytearray()
-    while len(body) < ERROR_BODY_LIMIT:
-        chunk = await response.content.read(ERROR_BODY_LIMIT - len(body))
+    while len(body) < limit:
+        chunk = await response.content.read(limit - len(body))
         if not chunk:
             break
         body += chunk
     return bytes(body)
+
+
+async def error_body(response: aiohttp.ClientResponse) -> bytes:
+    """The body of a refusal, up to ERROR_BODY_LIMIT bytes (the rest is not read)."""
+    return await read_at_most(response, ERROR_BODY_LIMIT)
+
+
+async def bounded_answer(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body of a relay's answer that is read whole (JSON, the directory), or None when
+    it is larger than ANSWER_LIMIT: a broken or hostile relay cannot fill the memory of
+    the person's machine. A declared length over the limit is not read at all."""
+    if (response.content_length or 0) > ANSWER_LIMIT:
+        return None
+    body = await read_at_most(response, ANSWER_LIMIT + 1)
+    return body if len(body) <= ANSWER_LIMIT else None
 
 
 _progress_open = False  # a progress line is on the terminal, not yet ended
@@ -172,7 +189,13 @@ async def fetch_bytes(session: aiohttp.ClientSession, url: str, what: str) -> by
     async with session.get(url, allow_redirects=False) as response:
         if response.status != 200:
             raise UserError(f"the relay did not give its {what} ({response.status})")
-        return await response.read()
+        body = await bounded_answer(response)
+    if body is None:
+        raise UserError(
+            f"the relay's {what} is larger than {ANSWER_LIMIT >> 20} MiB; it was not read",
+            "check --relay; tell the relay's operator",
+        )
+    return body
 
 
 def write_private(path: Path, data: bytes) -> None:

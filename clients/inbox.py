@@ -65,7 +65,9 @@ from .answers import (
     plain_path,
 )
 from .common import (
+    ANSWER_LIMIT,
     UserError,
+    bounded_answer,
     end_progress,
     error_body,
     fetch_directory,
@@ -154,7 +156,10 @@ class Relay:
                     f"the relay answered {path} with a redirect ({response.status}); not followed",
                     "check --relay; a relay does not redirect its API: tell its operator",
                 )
-            data = await response.read()
+            data = await bounded_answer(response)
+        if data is None:
+            limit = ANSWER_LIMIT >> 20
+            raise MalformedAnswer(f"{method} {path}", f"it is larger than {limit} MiB")
         if not answer:
             return None
         try:

@@ -26,6 +26,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from clients.common import ANSWER_LIMIT
 from clients.inbox import PIN_NAME
 from tests.clients.harness import Setup, listing
 from tests.relayharness import INBOX, child_env, form, fresh_csrf, source_session, submit
@@ -137,6 +138,21 @@ def whole(transform: Callable[[Any], Any]) -> Rewrite:
     return lambda answer: json.dumps(transform(copy.deepcopy(answer))).encode()
 
 
+def endless_json(size: int) -> web.Response:
+    """`size` bytes of spaces then `{}`, sent in pieces with no Content-Length (chunked)."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        sent = 0
+        while sent < size:
+            piece = b" " * min(1 << 20, size - sent)
+            sent += len(piece)
+            yield piece
+        yield b"{}"
+
+    payload = aiohttp.payload.AsyncIterablePayload(pieces())
+    return web.Response(body=payload, content_type="application/json")
+
+
 def without(key: str) -> Callable[[Any], Any]:
     return lambda answer: {k: v for k, v in answer.items() if k != key}
 
@@ -228,6 +244,17 @@ CASES: dict[str, tuple[str, Rewrite, str]] = {
         TOKEN,
         whole(lambda a: {**a, "token": "a\r\nX-Evil: 1"}),
         "token is not a token",
+    ),
+    # Valid JSON if read whole ({} after the spaces), so only the limit refuses these.
+    "listing too large": (
+        DROPS,
+        lambda _: b" " * ANSWER_LIMIT + b"{}",
+        "answer to GET /api/v1/drops was malformed: it is larger than 16 MiB",
+    ),
+    "listing too large, no length": (
+        DROPS,
+        lambda _: endless_json(ANSWER_LIMIT + 1),
+        "answer to GET /api/v1/drops was malformed: it is larger than 16 MiB",
     ),
     "listing redirected": (
         DROPS,
