@@ -252,7 +252,8 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from crypto.keys import Identity
 from relay.sanitize import SNIFF_BYTES, Stripping, detect
-from relay.staging import SealingWriter, StagingArea
+from relay.staging import SealingWriter
+from tests.sanitize.relaypath import stage
 
 class Hashing:
     def __init__(self, inner):
@@ -261,13 +262,7 @@ class Hashing:
         self.digest.update(data)
         return self.inner.write(data)
 
-area = StagingArea(Path(sys.argv[3]))
-area.wipe()
-staged = area.create()
-with open(sys.argv[2], "rb") as file:
-    while block := file.read(1 << 20):
-        staged.write(block)
-staged.close()
+staged = stage(Path(sys.argv[2]), Path(sys.argv[3]))
 recipient = Identity.generate().recipient
 start = time.perf_counter()
 with staged.open() as reader, open(sys.argv[4], "wb") as sink:

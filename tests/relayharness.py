@@ -22,7 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,6 +290,36 @@ class RelayPool:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+@dataclass
+class ServedRelay:
+    """A running relay and the identity of each member of its contacts, by member name."""
+
+    process: RelayProcess
+    members: dict[str, Member]
+
+    @property
+    def data(self) -> Path:
+        return self.process.data
+
+
+@contextmanager
+def served_relay(root: Path, contacts: Mapping[str, Sequence[str]]) -> Iterator[ServedRelay]:
+    """A relay on a fresh data directory under `root` that forwards unsupported types
+    (random test files go through flagged, so that they can be compared), with `contacts`
+    (contact name: its member names), each member's identity file under `root`. Stopped
+    on leaving."""
+    data = root / "data"
+    init_data(data)
+    forward_unsupported(data)
+    members: dict[str, Member] = {}
+    for contact, names in contacts.items():
+        for name in names:
+            members[name] = keygen(root / f"{name}.txt")
+        add_contact(data, contact, [members[name] for name in names])
+    with RelayPool(root) as pool:
+        yield ServedRelay(pool.new(data), members)
 
 
 # --- files --------------------------------------------------------------------------------

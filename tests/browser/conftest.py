@@ -28,13 +28,8 @@ from playwright.async_api import (
 )
 
 from tests.relayharness import (
-    Member,
-    RelayPool,
-    RelayProcess,
-    add_contact,
-    forward_unsupported,
-    init_data,
-    keygen,
+    ServedRelay,
+    served_relay,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -58,26 +53,14 @@ document.addEventListener("securitypolicyviolation", (event) => {
 """
 
 
-@dataclass
-class BrowserRelay:
-    relay: RelayProcess
-    data: Path
-    members: dict[str, Member]
-
-
 @pytest.fixture(scope="module")
-def browser_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserRelay]:
+def browser_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedRelay]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
     root = tmp_path_factory.mktemp("browser")
-    data = root / "data"
-    init_data(data)
-    forward_unsupported(data)  # random test files are forwarded flagged, to be compared
-    members = {"daily-news": keygen(root / "daily.txt"), "un-inquiry": keygen(root / "un.txt")}
-    for name, member in members.items():
-        add_contact(data, name, [member])
-    with RelayPool(root) as pool:
-        yield BrowserRelay(pool.new(data), data, members)
+    contacts = {"daily-news": ["daily-news"], "un-inquiry": ["un-inquiry"]}
+    with served_relay(root, contacts) as served:
+        yield served
 
 
 @pytest.fixture(scope="session")

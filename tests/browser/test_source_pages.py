@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Page, Response
 
-from tests.browser.conftest import VIEWPORT, BrowserRelay, Watch, chromium
+from tests.browser.conftest import VIEWPORT, Watch, chromium
 from tests.browser.cutproxy import CutProxy
-from tests.relayharness import INBOX, Member, run, sha256_file
+from tests.relayharness import INBOX, Member, ServedRelay, run, sha256_file
 from tests.sanitize import samples
 
 pytestmark = pytest.mark.browser
@@ -95,9 +95,9 @@ async def submit_and_wait(page: Page) -> None:
 @pytest.mark.parametrize("javascript", [False, True], ids=["js-off", "js-on"])
 @pytest.mark.parametrize("lang", ["en", "ar"])
 async def test_a_source_sends_reads_a_reply_and_sends_more(
-    browser_relay: BrowserRelay, tmp_path: Path, screenshots: Path, javascript: bool, lang: str
+    browser_relay: ServedRelay, tmp_path: Path, screenshots: Path, javascript: bool, lang: str
 ) -> None:
-    relay, daily = browser_relay.relay, browser_relay.members["daily-news"]
+    relay, daily = browser_relay.process, browser_relay.members["daily-news"]
     fetch_drops(daily, relay.journalist_url, tmp_path / "before")  # earlier tests' drops
     js = "js-on" if javascript else "js-off"
     photo = samples.jpeg(tmp_path)  # GPS, make, model, serial, names: all to be removed
@@ -182,9 +182,9 @@ def check_transport(watch: Watch, javascript: bool, files: list[Path]) -> None:
 
 
 async def test_an_upload_cut_three_times_resumes_and_arrives_whole(
-    browser_relay: BrowserRelay, tmp_path: Path
+    browser_relay: ServedRelay, tmp_path: Path
 ) -> None:
-    relay, daily = browser_relay.relay, browser_relay.members["daily-news"]
+    relay, daily = browser_relay.process, browser_relay.members["daily-news"]
     await asyncio.to_thread(fetch_drops, daily, relay.journalist_url, tmp_path / "before")
     video = tmp_path / "clip.bin"
     video.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
@@ -213,9 +213,9 @@ async def test_an_upload_cut_three_times_resumes_and_arrives_whole(
 
 
 async def test_a_reload_mid_upload_resumes_from_the_relays_offset(
-    browser_relay: BrowserRelay, tmp_path: Path, screenshots: Path
+    browser_relay: ServedRelay, tmp_path: Path, screenshots: Path
 ) -> None:
-    relay, daily = browser_relay.relay, browser_relay.members["daily-news"]
+    relay, daily = browser_relay.process, browser_relay.members["daily-news"]
     await asyncio.to_thread(fetch_drops, daily, relay.journalist_url, tmp_path / "before")
     video = tmp_path / "secret-name-of-the-clip.bin"
     video.write_bytes(os.urandom(4 * 1024 * 1024 + 11))
@@ -269,7 +269,7 @@ async def test_a_reload_mid_upload_resumes_from_the_relays_offset(
 
 @pytest.mark.parametrize("lang", ["en", "ar"])
 async def test_the_landing_page_weighs_under_50_kb(
-    browser_relay: BrowserRelay, tmp_path: Path, lang: str
+    browser_relay: ServedRelay, tmp_path: Path, lang: str
 ) -> None:
     """Everything the browser fetches to show the landing page, JavaScript on: the page,
     its stylesheet, its small script. The uploader comes only when files are sent."""
@@ -280,7 +280,7 @@ async def test_the_landing_page_weighs_under_50_kb(
             responses.append(response)
 
         page.on("response", seen)
-        await page.goto(f"{browser_relay.relay.source_url}/?lang={lang}")
+        await page.goto(f"{browser_relay.process.source_url}/?lang={lang}")
         await page.wait_for_load_state("networkidle")
         sizes = {urlsplit(r.url).path: len(await r.body()) for r in responses}
         assert set(sizes) == {"/", "/static/style.css", "/static/enhance.js"}, sizes

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -26,18 +25,13 @@ from crypto import age
 from crypto.errors import NoIdentityMatchError
 from tests.relayharness import (
     AGE,
-    Member,
-    RelayPool,
-    RelayProcess,
+    ServedRelay,
     Upload,
-    add_contact,
     api_json,
     codename_of,
     form,
-    forward_unsupported,
     fresh_csrf,
-    init_data,
-    keygen,
+    served_relay,
     source_session,
     submit,
     token_for,
@@ -46,24 +40,12 @@ from tests.relayharness import (
 RANDOM_SIZE = 3 * 1024 * 1024 + 17  # more than one read of the form, not a whole chunk
 
 
-@dataclass
-class Relay:
-    process: RelayProcess
-    data: Path
-    members: dict[str, Member]
-
-
 @pytest.fixture(scope="module")
-def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedRelay]:
     root = tmp_path_factory.mktemp("arrival")
-    data = root / "data"
-    init_data(data)
-    forward_unsupported(data)
-    members = {name: keygen(root / f"{name}.txt") for name in ("alpha-1", "alpha-2", "beta-1")}
-    add_contact(data, "alpha", [members["alpha-1"], members["alpha-2"]])
-    add_contact(data, "beta", [members["beta-1"]])
-    with RelayPool(root) as pool:
-        yield Relay(pool.new(data), data, members)
+    contacts = {"alpha": ["alpha-1", "alpha-2"], "beta": ["beta-1"]}
+    with served_relay(root, contacts) as served:
+        yield served
 
 
 def jpeg() -> bytes:
@@ -78,7 +60,7 @@ def stanzas(blob: bytes) -> list[str]:
     return [line for line in header.splitlines() if line.startswith("-> ")]
 
 
-async def fetch_drop(relay: Relay, member: str) -> tuple[dict[str, object], dict[str, bytes]]:
+async def fetch_drop(relay: ServedRelay, member: str) -> tuple[dict[str, object], dict[str, bytes]]:
     """The only drop waiting for `member`: its listing entry and its blobs, as stored."""
     identity = relay.members[member].identity
     base = relay.process.journalist_url
@@ -101,7 +83,7 @@ def age_open(identity_file: Path, blob: bytes) -> subprocess.CompletedProcess[by
     )
 
 
-async def test_a_forwarded_file_is_sealed_to_its_contacts_as_it_arrives(relay: Relay) -> None:
+async def test_a_forwarded_file_is_sealed_to_its_contacts_as_it_arrives(relay: ServedRelay) -> None:
     forwarded = os.urandom(RANDOM_SIZE)
     picture = jpeg()
     async with source_session() as session:
@@ -147,7 +129,7 @@ async def test_a_forwarded_file_is_sealed_to_its_contacts_as_it_arrives(relay: R
     assert Image.open(io.BytesIO(cleaned)).size == (64, 48)
 
 
-async def test_a_drop_to_every_contact_is_sealed_to_every_member(relay: Relay) -> None:
+async def test_a_drop_to_every_contact_is_sealed_to_every_member(relay: ServedRelay) -> None:
     """No contact field before the file: the drop goes to all, sealed on arrival to all."""
     forwarded = os.urandom(70_000)
     async with source_session() as session:
@@ -178,7 +160,7 @@ def test_final_sealing_needs_the_destination_on_the_same_file_system(tmp_path: P
 
 
 async def test_while_it_arrives_the_file_is_sealed_to_the_members_not_to_staging(
-    relay: Relay,
+    relay: ServedRelay,
 ) -> None:
     """Mid-upload, the staged file of a forwarded type opens with a member's key (and has
     one stanza per member); a picture's opens with no member's key (the staging key)."""

@@ -156,14 +156,9 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from crypto.keys import Identity
 from relay.sanitize import SNIFF_BYTES, Stripping, detect
-from relay.staging import SealingWriter, StagingArea
-area = StagingArea(Path(sys.argv[3]))
-area.wipe()
-staged = area.create()
-with open(sys.argv[2], "rb") as file:
-    while block := file.read(1 << 20):
-        staged.write(block)
-staged.close()
+from relay.staging import SealingWriter
+from tests.sanitize.relaypath import stage
+staged = stage(Path(sys.argv[2]), Path(sys.argv[3]))
 with staged.open() as reader, open(sys.argv[4], "wb") as sink:
     detected = detect(reader.read(SNIFF_BYTES))
     sealing = SealingWriter(sink, [Identity.generate().recipient])
