@@ -7,8 +7,9 @@ Why the CLI here, and PyAV for videos (video.py): audio files are small (an hour
 steps it needs (mutagen first, a FLAC re-encode); Debian's ffmpeg runs as its own process
 under the worker's limits, and a crash in a demuxer kills that process, not the worker that
 reports it. Videos stream instead (video.py), an AVI as Matroska, since the AVI muxer seeks
-back to finish its header and cannot write forward only. An AVI whose video has B-frames
-comes here after all (see video.WRITTEN_AS) and is held in RAM twice, input and result.
+back to finish its header and cannot write forward only. An AVI that cannot become
+Matroska (B-frames, a codec Matroska's muxer does not list: video.WRITTEN_AS) comes here
+after all and is held in RAM twice, input and result.
 
 Rules (measured in notes/metadata.md):
 - the demuxer is forced from the type libmagic found and only the `file` protocol is
@@ -54,8 +55,7 @@ FORMATS: dict[str, tuple[str, str, str, bool]] = {
     "video/3gpp": ("mov", "3gp", "video/3gpp", False),
     "video/x-matroska": ("matroska", "matroska", "video/x-matroska", False),
     "video/webm": ("matroska", "webm", "video/webm", False),
-    # Streamed by video.py as Matroska (WRITTEN_AS there) unless its video reorders frames;
-    # then here, as an AVI.
+    # Streamed by video.py as Matroska (WRITTEN_AS there) when it can be; else here, as an AVI.
     "video/x-msvideo": ("avi", "avi", "video/x-msvideo", False),
 }
 SEI_FILTERS = {"h264": "filter_units=remove_types=6", "hevc": "filter_units=remove_types=39|40"}

@@ -109,12 +109,12 @@ def bwrap_prefix() -> list[str]:
 # Memory, measured (bench/sanitize.py and tests/sanitize/test_memory.py; H.264/AAC MP4s,
 # their index at the end as phones write it; every process of the tree polled every 3 ms,
 # memfds counted, since their pages show in no process's RSS):
-# - videos stream (channel.py, video.py; an AVI whose video has B-frames excepted): nothing
+# - videos stream (channel.py, video.py; AVIs that cannot become Matroska excepted): nothing
 #   in proportion to the file is held. In all, at 100 MB, 500 MB and 1.5 GB alike:
 #   117-120 MiB for amanah-drop strip (its worker and bubblewrap included), 96-98 MiB for
 #   the library alone, 105-106 MiB for the relay's own path (staging, the sealed reader,
 #   the worker, the sealing writer);
-# - audio, pictures and AVIs with B-frames take the memfd path: the input and the result
+# - audio, pictures and those AVIs take the memfd path: the input and the result
 #   are each held whole in memory (a 200 MB MP4 held 498 MiB at its peak that way, 1066 MiB
 #   at 500 MB, before videos streamed). The worker empties the input memfd as soon as
 #   nothing reads it again (worker.release_input), so the checks after the remux hold the
@@ -189,8 +189,8 @@ class Sandboxed:
     def _strip_streamed(self, mime: str, src: BinaryIO, dst: BinaryIO) -> Outcome | None:
         """A video: the worker reads `src` and sends its result over socket pairs
         (channel.py), so neither the input nor the result is ever held whole in memory.
-        None when the worker found it cannot write this one forward only (an AVI with
-        B-frames) and wrote nothing: the caller takes the memfd path.
+        None when the worker found it cannot write this one forward only (an AVI that
+        cannot become Matroska) and wrote nothing: the caller takes the memfd path.
         When `src` is a file of the caller's own (amanah-drop strip on a source's device;
         never in the relay, whose staged files are sealed), the worker reads it itself
         through a read-only descriptor, and the relay only hashes it meanwhile."""

@@ -75,12 +75,13 @@ DECODED_AUDIO_PACKETS = 20
 # sample rate); the rest (strings, metadata updates, EXIF, camera-specific blocks) goes.
 KEPT_SIDE_DATA = frozenset({"skip_samples", "palette", "param_change"})
 QUEUED_PIECES = 8  # of IO_BUFFER bytes: how far the muxer may run ahead of the readback
-# An AVI is written as Matroska: its own muxer must seek back to finish its header, and
-# Matroska takes every codec an AVI holds (native ones, the rest as VFW/ACM). An AVI keeps
-# decoding order only: the demuxer makes up presentation times (`+genpts`), which is right
-# only when no frame is shown after a later one. So an AVI whose video has B-frames is not
-# streamed, nor one with a stream Matroska's muxer refuses (`NotStreamable`, raised before
-# a byte is written: the sandbox gives the file to media.py, which writes an AVI).
+# An AVI is written as Matroska: its own muxer must seek back to finish its header. PyAV
+# adds only the codecs Matroska's muxer lists (not DV, Cinepak, HuffYUV, raw video, ADPCM,
+# which it would otherwise write as VFW/ACM). An AVI keeps decoding order only: the demuxer
+# makes up presentation times (`+genpts`), which is right only when no frame is shown after
+# a later one. So an AVI whose video has B-frames is not streamed, nor one with a stream
+# Matroska's muxer refuses (`NotStreamable`, raised before a byte is written: the sandbox
+# gives the file to media.py, which writes an AVI).
 WRITTEN_AS = {"avi": ("matroska", "video/x-matroska")}
 DEMUXER_OPTIONS = {"avi": {"fflags": "+genpts"}}
 RAW_AUDIO = "pcm_"  # raw samples: nothing can hide in them that a tag names; not searched
@@ -372,8 +373,9 @@ def clean(
             dropped, sources = _remux(container, kept, muxer, tee, search, names)
         except Exception as exc:
             if rewrapped and not link.written:
-                # Matroska refused a stream of this AVI (a codec its muxer does not list):
-                # nothing went out, so the AVI muxer may still take the whole file.
+                # Nothing went out yet (most often Matroska refused a codec its muxer does
+                # not list): the AVI muxer may still take the file; one that is malformed
+                # is refused there.
                 raise NotStreamable(mime) from exc
             raise
         finally:

@@ -74,8 +74,8 @@ STREAMED = frozenset(
         "video/x-msvideo",
     }
 )
-# A streamed worker's answer for an input it must not write forward only (an AVI with
-# B-frames): nothing was written, and the sandbox runs the file again in `files` mode.
+# A streamed worker's answer for an input it cannot write forward only (an AVI that cannot
+# become Matroska): nothing was written, and the sandbox runs the file again in `files` mode.
 NOT_STREAMABLE = "not-streamable"
 IMAGE_BYTEWISE = {"image/jpeg", "image/png", "image/webp"}
 IMAGE_REENCODE = {"image/tiff", "image/gif", "image/heic", "image/heif", "image/avif"}

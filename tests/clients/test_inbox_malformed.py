@@ -293,3 +293,21 @@ async def test_the_fake_passes_a_good_relay_on(setup: Setup, tmp_path: Path) -> 
     assert (tmp_path / "out" / drop_id / "message.txt").exists()
     assert fake.acks >= 1
     assert drop_id not in [d["id"] for d in await listing(setup.relay, setup.alice)]
+
+
+async def test_a_directory_too_large_is_not_read(setup: Setup, tmp_path: Path) -> None:
+    """The directory is read whole too: one over 16 MiB (valid JSON if read whole) is
+    refused before anything is pinned, listed or acknowledged."""
+    drop_id = await waiting_drop(setup)
+    out = tmp_path / "out"
+
+    def huge(_: Any) -> bytes:
+        return b" " * ANSWER_LIMIT + b"{}"
+
+    async with fake_in_front(setup, "/api/v1/directory", huge) as (fake, url):
+        code, stderr = await fetch_through(url, setup, out)
+    assert code == 1, stderr
+    assert "amanah-inbox: error: the relay's directory is larger than 16 MiB" in stderr, stderr
+    assert fake.acks == 0 and f"GET {DROPS}" not in fake.seen, fake.seen
+    assert files_under(tmp_path) == []
+    assert drop_id in [d["id"] for d in await listing(setup.relay, setup.alice)]

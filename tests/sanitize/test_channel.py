@@ -207,3 +207,69 @@ def test_a_damaged_staged_file_raises_its_own_error(tmp_path: Path) -> None:
     with file.open() as reader, pytest.raises(AgeError):
         while reader.read(channel.BLOCK):
             pass
+
+
+# --- a worker that answers "not-streamable" (an AVI that cannot become Matroska) -----------
+
+
+def _answering_not_streamable(monkeypatch: pytest.MonkeyPatch, written: bytes) -> list[str]:
+    """Replaces the streamed worker with a fake that sends `written` as its result, then
+    answers "not-streamable"; the memfd path (`files`) still runs the real worker. Returns
+    the modes run, in order."""
+    from relay.sanitize import worker
+    from relay.sanitize.sandbox import Sandboxed
+
+    real = Sandboxed._run
+    modes: list[str] = []
+
+    def fake(
+        self: Sandboxed,
+        args: list[str],
+        fds: object,
+        deadline: float,
+        serve: Callable[[], None] | None = None,
+        links: tuple[socket.socket, ...] = (),
+    ) -> dict[str, object]:
+        modes.append(args[0])
+        if args[0] == "files":
+            return real(self, args, fds, deadline, serve, links)  # type: ignore[arg-type]
+        links[-1].sendall(written)  # the result link
+        for link in links:
+            link.close()
+        assert serve is not None
+        serve()
+        return {"ok": False, "reason": worker.NOT_STREAMABLE}
+
+    monkeypatch.setattr(Sandboxed, "_run", fake)
+    return modes
+
+
+def test_not_streamable_with_nothing_written_takes_the_memfd_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from relay.sanitize.sandbox import Sandboxed
+    from tests.sanitize import samples
+
+    modes = _answering_not_streamable(monkeypatch, b"")
+    data = samples.avi(tmp_path).read_bytes()
+    out = io.BytesIO()
+    outcome = Sandboxed().strip("video/x-msvideo", io.BytesIO(data), out)
+    assert modes == ["stream", "files"]
+    assert outcome.mime == "video/x-msvideo" and out.getvalue()[:4] == b"RIFF"
+    assert outcome.original_sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_not_streamable_after_writing_is_a_worker_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker that sent part of a result and then asks for the other path broke the
+    protocol: refused, not run again (the caller discards what it received)."""
+    from relay.sanitize.errors import WorkerFailed
+    from relay.sanitize.sandbox import Sandboxed
+    from tests.sanitize import samples
+
+    modes = _answering_not_streamable(monkeypatch, b"\x1a\x45\xdf\xa3 part of a result")
+    data = samples.avi(tmp_path).read_bytes()
+    with pytest.raises(WorkerFailed):
+        Sandboxed().strip("video/x-msvideo", io.BytesIO(data), io.BytesIO())
+    assert modes == ["stream"]
