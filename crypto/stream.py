@@ -10,8 +10,8 @@ So `update()` returns only chunks known not to be the last, and `finalize()` the
 Rules: the final chunk may be shorter than 64 KiB and is empty only when the whole
 payload is; the stream must end with a final chunk and nothing after it.
 
-Why lists of `bytes`: each sealed or opened chunk is already one allocation (a copy out
-of the cipher's buffer, primitives.ChunkAead); handing the chunks on as a list (for
+Why lists of `bytes`: each sealed or opened chunk is already one allocation (the
+cipher's output, primitives.ChunkAead); handing the chunks on as a list (for
 `writelines`) avoids joining them into a second large buffer, which measured 2-5x slower
 here (page faults). Input is read through views and never kept, except the held-back
 tail, which is copied: a caller may reuse its buffer after each update().
@@ -105,7 +105,7 @@ class StreamEncryptor:
 
     With `pool` (an executor) and `share` > 1, an update() of several chunks is cut into
     `share` runs of consecutive chunks, sealed at once: all but the last in the pool, the
-    last in the caller's thread (libsodium runs without the GIL). Each chunk's nonce is
+    last in the caller's thread (the cipher runs without the GIL). Each chunk's nonce is
     its index, so the output is the same bytes as one thread's; update() returns when
     every run is sealed, so the caller's buffer is free again as before."""
 
