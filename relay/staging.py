@@ -39,6 +39,10 @@ from crypto.keys import Identity, Recipient
 from crypto.stream import CHUNK_SIZE, SEALED_CHUNK_SIZE
 
 _PREFIX_READ = 64 * 1024  # more than any staging header (one stanza) plus its nonce
+# A file sealed to its contacts is fsynced when its drop is stored; asking the kernel to
+# start writing it back every 16 MiB as it arrives leaves that fsync almost nothing to
+# wait for (measured, 1 GiB: 0.40 s from the last byte to the receipt before, 0.04 after).
+_WRITEBACK = 16 << 20
 
 
 class StagingArea:
@@ -101,7 +105,12 @@ class Final:
 class _Writer:
     """One thread, shared by every staged file of the process, that writes the sealed pieces
     to disk and hashes them: the event loop only reads and seals. (Measured: 1 GiB written
-    and hashed twice costs 2.2 CPU-s here, more than the sealing itself.) At most `QUEUED`
+    and hashed twice costs 1.8 CPU-s here, five times the sealing.) A job joins its sealed
+    pieces first, so it makes three calls that let go of the GIL (two hashes, one write),
+    not one per 64 KiB piece: each call must win the GIL back from the event loop, and
+    with 33 of them per MiB this thread spent more time waiting for it than working
+    (measured: the same 1 GiB upload took 3.43 s with one call per piece, 2.87 s joined,
+    the join included). At most `QUEUED`
     jobs wait, whatever the number of uploads: a caller that finds the queue full waits
     (milliseconds: one job is 1 MiB), which is also what slows a source down to the disk.
     The thread runs jobs in order, so a file's pieces are written in the order sealed."""
@@ -157,6 +166,7 @@ class StagedFile:
         self._ended = False  # the file is closed (its last job done)
         self.size = 0
         self.sealed_size = 0
+        self._flushed = 0
 
     def write(self, data: bytes) -> None:
         if self._encryptor is None:
@@ -171,13 +181,19 @@ class StagedFile:
         if self._error is not None or self._file is None:
             return
         try:
-            self._file.writelines(pieces)
+            sealed = b"".join(pieces)
+            self._file.write(sealed)
             if self._plain is not None:
                 self._plain.update(data)
-            for piece in pieces:
-                if self._sealed is not None:
-                    self._sealed.update(piece)
-                self.sealed_size += len(piece)
+            if self._sealed is not None:
+                self._sealed.update(sealed)
+            self.sealed_size += len(sealed)
+            if self.final is not None and self.sealed_size - self._flushed >= _WRITEBACK:
+                # On Linux, DONTNEED starts the writeback of dirty pages and returns; it
+                # drops only clean ones.
+                self._file.flush()
+                os.posix_fadvise(self._file.fileno(), self._flushed, 0, os.POSIX_FADV_DONTNEED)
+                self._flushed = self.sealed_size
         except BaseException as exc:  # raised again in the caller's thread
             self._error = exc
 

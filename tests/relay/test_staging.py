@@ -4,12 +4,16 @@ in order, and a disk error in that thread reaches the caller instead of vanishin
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from relay.staging import StagingArea
+from crypto.keys import Identity
+from relay.staging import Final, StagingArea
+from tests.relayharness import AGE
 
 
 def test_many_writes_come_back_in_order(tmp_path: Path) -> None:
@@ -40,3 +44,29 @@ def test_a_disk_error_in_the_writer_is_raised_to_the_caller(tmp_path: Path) -> N
         staged.write(b"more")  # closed: nothing more is taken
     staged.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_sealed_to_its_contacts_is_whole_for_age(tmp_path: Path) -> None:
+    """Past several writeback marks (every 16 MiB), the file written for the contacts is
+    the age file of every byte sent, in order, and its hashes and size describe it."""
+    area = StagingArea(tmp_path)
+    contact = Identity.generate()
+    pieces = [os.urandom(n) for n in (1 << 20, 70_000, 3, 5 << 20) * 10]
+    staged = area.create(Final("application/octet-stream", (contact.recipient,)))
+    for piece in pieces:
+        staged.write(piece)
+    staged.close()
+    sent = b"".join(pieces)
+    assert staged.size == len(sent) > 3 * (16 << 20)  # past 3 writeback marks
+    sealed = staged.path.read_bytes()
+    assert staged.sealed_size == len(sealed)
+    assert staged.sealed_sha256 == hashlib.sha256(sealed).hexdigest()
+    assert staged.plaintext_sha256 == hashlib.sha256(sent).hexdigest()
+    key = tmp_path / "identity.txt"
+    key.write_text(contact.encode() + "\n")
+    opened = subprocess.run(
+        [AGE, "-d", "-i", str(key), str(staged.path)], capture_output=True, check=True
+    )
+    assert opened.stdout == sent
+    with pytest.raises(ValueError):
+        staged.open()  # sealed to the contacts: the relay cannot read it back
