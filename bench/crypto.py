@@ -11,8 +11,9 @@ ratios taken in the same run mean anything.
 
 Our encryption seals the 64 KiB chunks of each 1 MiB read on several threads at once
 (`encrypt_stream`: the CPUs this process may use, at most 4; the cipher, OpenSSL's, runs
-without the GIL), so its MB/s may exceed one core's while its CPU-s/GB stays what one thread would
-spend; the `age` CLI seals on one. Decryption runs on one thread. Both columns are shown.
+without the GIL), so its MB/s may exceed one core's while its CPU-s/GB stays what one
+thread would spend; the `age` CLI seals on one. Decryption runs on one thread. Both
+columns are shown.
 
 Targets (issue 2): ours >= 0.5x the age CLI's encryption throughput; our peak RSS under
 64 MiB and flat whatever the size. Throughput is reported twice: whole runs (including

@@ -94,8 +94,9 @@ class PayloadCipher:
 def _seal_run(
     payload_key: bytes, counter: int, chunks: Sequence[bytes | memoryview]
 ) -> list[bytes]:
-    """Seals consecutive non-final chunks from `counter` on, with a cipher of its own (for
-    another thread: ChunkAead is not shared between threads)."""
+    """Seals consecutive non-final chunks from `counter` on, with a cipher of its own, so
+    no cipher object is used by two threads at once (setting one up costs nothing next to
+    the chunks of a run)."""
     cipher = PayloadCipher(payload_key)
     return [cipher.seal(counter + i, chunk, False) for i, chunk in enumerate(chunks)]
 
