@@ -23,15 +23,15 @@ Peers, each its own server process on 127.0.0.1 (nothing else is ever a target):
 
 The client sends the body with a Content-Length, as a browser does: the file read in 1 MiB
 pieces, each written to a blocking socket whole (see `send`), one thread per upload; the
-file is never read whole into memory. Wall time runs from the start
-of the request to the final response (the receipt page: what a source waits for). Server CPU is
-utime+stime of the server process (all its threads) from /proc/PID/stat over that time.
-Peak RSS is the server's VmHWM, reset before each measurement (/proc/PID/clear_refs, 5),
-polled every 10 ms; it is also read when the last byte has been sent, which splits the
-peak into the upload phase and what follows it. If the reset is refused, the peak is the
-largest VmRSS polled instead. The client runs on the same machine (2 cores here): its CPU
-is reported apart (this process's own CPU, the RSS poller included); it competes with the
-server for the cores.
+file is never read whole into memory. Wall time runs from the start of the request to the
+final response (the receipt page: what a source waits for). Server CPU is utime+stime of
+the server process (all its threads) from /proc/PID/stat over that time. Peak RSS is the
+server's VmHWM, reset before each measurement (/proc/PID/clear_refs, 5), polled every 10
+ms; it is also read when the last byte has been sent, which splits the peak into the
+upload phase and what follows it. If the reset is refused, the peak is the largest VmRSS
+polled instead. The client runs on the same machine (2 cores here): its CPU is reported
+apart (this process's own CPU, the RSS poller included); it competes with the server for
+the cores.
 
 Waitress (OnionShare's server) refuses any request body of 1 GiB or more (413), so the
 large file is 1 GiB less 64 KiB when --size-mib is 1024 or more: the same file for every
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import os
 import re
 import resource
@@ -325,80 +326,63 @@ async def prepare(session: aiohttp.ClientSession, peer: Peer, path: Path) -> tup
 async def send(
     session: aiohttp.ClientSession, peer: Peer, url: str, body: Body, marks: Marks
 ) -> None:
-    """The POST, written by hand on a blocking socket in a thread of its own: the file is
-    read in 1 MiB pieces and each is written whole with sendall, as a browser's native
-    network stack does (aiohttp's streamed body added a Python copy loop that took ~30% of
-    the machine's CPU samples, on 2 cores shared with the server). Not sendfile(2): the
-    page-cache pages it hands to the socket made OnionShare's server ~15% slower here
-    (245-256 against 287-297 MB/s, same run) while Amanah's rate did not change, so the
-    choice of client would have moved the ratio. Cookies come from, and go back to, the
-    session's jar; a redirect is followed with a GET, as a browser does."""
+    """The POST, sent with the standard library's http.client in a thread of its own: the
+    file is read in 1 MiB pieces and each is written whole to a blocking socket, as a
+    browser's native network stack does (aiohttp's streamed body added a Python copy loop
+    that took ~30% of the machine's CPU samples, on 2 cores shared with the server). Not
+    sendfile(2): the page-cache pages it hands to the socket made OnionShare's server ~15%
+    slower here (245-256 against 287-297 MB/s, same run) while Amanah's rate did not
+    change, so the choice of client would have moved the ratio. Cookies come from, and go
+    back to, the session's jar; a redirect is followed with a GET, as a browser does."""
     target = URL(url)
-    host, port = target.host or "127.0.0.1", target.port or 80
     cookies = session.cookie_jar.filter_cookies(target)
-    head = f"POST {target.raw_path_qs} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-    head += f"Content-Type: {body.content_type}\r\nContent-Length: {body.length}\r\n"
+    headers = {"Content-Type": body.content_type, "Content-Length": str(body.length)}
     if cookies:
-        head += "Cookie: " + "; ".join(f"{k}={m.value}" for k, m in cookies.items()) + "\r\n"
-    head += "Connection: close\r\n\r\n"
+        headers["Cookie"] = "; ".join(f"{k}={m.value}" for k, m in cookies.items())
     loop = asyncio.get_running_loop()
     marks.start = time.perf_counter()
-    raw = await loop.run_in_executor(None, post, host, port, head.encode(), body, marks)
-    status, headers, text = parse_response(raw)
-    for value in headers.get("set-cookie", []):
+    status, set_cookies, location, text = await loop.run_in_executor(
+        None, post, target, headers, body, marks
+    )
+    for value in set_cookies:
         session.cookie_jar.update_cookies(SimpleCookie(value), target)
-    if status in (301, 302, 303) and headers.get("location"):
-        async with session.get(urljoin(url, headers["location"][0])) as response:
+    if status in (301, 302, 303) and location:
+        async with session.get(urljoin(url, location)) as response:
             status, text = response.status, await response.text()
     marks.end = time.perf_counter()
     if not peer.ok(status, text):
         raise RuntimeError(f"{peer.name}: upload answered {status}: {squash(text)[:300]}")
 
 
-def post(host: str, port: int, head: bytes, body: Body, marks: Marks) -> bytes:
-    """Blocking: sends one request (head, then the body) and returns the whole response
-    (the request asks the server to close the connection after it)."""
-    with socket.create_connection((host, port), timeout=UPLOAD_TIMEOUT) as sock:
-        sock.sendall(head + body.before)
+def post(
+    target: URL, headers: dict[str, str], body: Body, marks: Marks
+) -> tuple[int, list[str], str | None, str]:
+    """Blocking: one request; returns the answer's status, Set-Cookie values, Location
+    and text."""
+    connection = http.client.HTTPConnection(
+        target.host or "127.0.0.1", target.port, timeout=UPLOAD_TIMEOUT
+    )
+    try:
+        connection.putrequest("POST", target.raw_path_qs, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders(body.before)
         with body.path.open("rb", buffering=0) as file:
             for _ in range(body.path.stat().st_size // PIECE + 1):  # bounded by the size
                 piece = file.read(PIECE)
                 if not piece:
                     break
-                sock.sendall(piece)
-        sock.sendall(body.after)
+                connection.send(piece)
+        connection.send(body.after)
         marks.sent = time.perf_counter()
         if marks.on_sent is not None:
             marks.on_sent()
-        response = bytearray()
-        while data := sock.recv(1 << 16):
-            response += data
-        return bytes(response)
-
-
-def parse_response(raw: bytes) -> tuple[int, dict[str, list[str]], str]:
-    """(status, headers by lower-case name, body text) of one HTTP/1.1 response read to
-    the end of its connection; a chunked body is joined."""
-    head, separator, content = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if not separator or len(parts) < 2 or not parts[1].isdigit():
-        raise RuntimeError(f"malformed response: {raw[:200]!r}")
-    headers: dict[str, list[str]] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers.setdefault(name.strip().lower(), []).append(value.strip())
-    if "chunked" in ",".join(headers.get("transfer-encoding", [])).lower():
-        joined, rest = bytearray(), content
-        while rest:
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0] or b"0", 16)
-            if size == 0:
-                break
-            joined += rest[:size]
-            rest = rest[size + 2 :]
-        content = bytes(joined)
-    return int(parts[1]), headers, content.decode("utf-8", "replace")
+        response = connection.getresponse()
+        text = response.read().decode("utf-8", "replace")
+        cookies = response.headers.get_all("Set-Cookie") or []
+        return response.status, cookies, response.getheader("Location"), text
+    finally:
+        connection.close()
 
 
 def squash(html: str) -> str:
