@@ -68,13 +68,12 @@ class ChunkAead:
         return self._aead.encrypt(nonce, plaintext, None)
 
     def open(self, nonce: bytes, ciphertext: bytes | memoryview) -> bytes | None:
-        """The plaintext, or None if the tag does not verify."""
+        """The plaintext, or None if the tag does not verify (nor can it on input shorter
+        than the tag: the library says InvalidTag then too)."""
         if len(ciphertext) > self._max + TAG_SIZE:
             raise ValueError("message longer than this AEAD's limit")
         if len(nonce) != NONCE_SIZE:
             raise ValueError("ChaCha20-Poly1305 (IETF) nonces are 12 bytes")
-        if len(ciphertext) < TAG_SIZE:
-            return None
         try:
             return self._aead.decrypt(nonce, ciphertext, None)
         except InvalidTag:
