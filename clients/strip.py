@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{PROG}: error: the output folder cannot be made ({exc.strerror})", file=sys.stderr)
         return 1
-    stripping = Stripping()
+    stripping = Stripping(hash_originals=False)  # nothing here shows the original's hash
     failed = 0
     for position, source in enumerate(args.files, start=1):
         try:

@@ -153,15 +153,23 @@ class Stripping:
     """The sanitizer: each file cleaned in its own sandboxed worker (see `sandbox`).
     Raises errors.Refused for a file it cannot clean with confidence, unless the type is
     unsupported and `forward_unsupported` is set: then the bytes pass unchanged and the
-    report says so in capitals."""
+    report says so in capitals. With `hash_originals` off, reports leave `original_sha256`
+    empty (the caller hashed the file already, or has no use for it): the input is then
+    read once, by the worker only."""
 
-    def __init__(self, sandboxed: Sandboxed | None = None, forward_unsupported: bool = False):
+    def __init__(
+        self,
+        sandboxed: Sandboxed | None = None,
+        forward_unsupported: bool = False,
+        hash_originals: bool = True,
+    ):
         self._sandboxed = sandboxed if sandboxed is not None else Sandboxed()
         self._forward_unsupported = forward_unsupported
+        self._hash_originals = hash_originals
 
     def clean(self, detected: Detected, src: BinaryIO, dst: BinaryIO) -> Report:
         try:
-            outcome = self._sandboxed.strip(detected.mime, src, dst)
+            outcome = self._sandboxed.strip(detected.mime, src, dst, self._hash_originals)
         except Unsupported:
             if not self._forward_unsupported:
                 raise

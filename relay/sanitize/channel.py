@@ -17,17 +17,22 @@ it needs it (measured on a 500 MB MP4, one link with one request at a time kept 
 waiting 1.4 s of its 2.3).
 
 When the input is a file of the caller's own (amanah-drop strip on a source's device), the
-worker reads it through a read-only descriptor and only the result link is used.
+worker reads it through a read-only descriptor and only the result link is used; when the
+result also goes to a file of the caller's own, the worker writes it there itself
+(`FileLink`) and no link is used at all.
 
 Every number from the worker is checked: a read larger than `MAX_READ`, or a result beyond
-its limit, ends the job (`ProtocolError`, `OutputTooLarge`). The relay's side also hashes the
-input, in order, from the reads it serves, and reads itself only what the worker never asked
-for: the input is normally read once.
+its limit, ends the job (`ProtocolError`, `OutputTooLarge`). When asked, the relay's side
+also hashes the input, in order, from the reads it serves, and reads itself only what the
+worker never asked for: the input is normally read once. (The relay itself does not ask: it
+hashed each upload as it was staged.)
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import queue
 import socket
 import struct
@@ -169,27 +174,38 @@ def serve(
     dst: Writable,
     deadline: float,
     max_output: int,
+    hashed: bool = True,
 ) -> tuple[str, int]:
     """Serves one worker until it closes its links: reads from `src` (seekable, `size`
     bytes) over `requests`, result bytes from `results` to `dst`. Without `requests` the
     worker reads the input itself (a file of the caller's, `sandbox.py`), and this only
-    hashes it meanwhile. Returns (SHA-256 of the input, bytes of result). Raises
-    TimeoutError at `deadline` (time.monotonic), ProtocolError, OutputTooLarge, and
-    whatever `src` or `dst` raise."""
+    hashes it meanwhile. Returns (SHA-256 of the input, "" unless `hashed`; bytes of
+    result). Raises TimeoutError at `deadline` (time.monotonic), ProtocolError,
+    OutputTooLarge, and whatever `src` or `dst` raise."""
     receiver = _ResultReceiver(results, dst, deadline, max_output)
     try:
-        digest = (
-            _InOrderDigest() if requests is None else _serve_reads(requests, src, size, deadline)
-        )
-        sha256 = digest.finish(src, size)
+        digest = _InOrderDigest() if hashed else None
+        if requests is not None:
+            _serve_reads(requests, src, size, deadline, digest)
+        sha256 = digest.finish(src, size) if digest is not None else ""
     except BaseException:
         receiver.stop()
         raise
     return sha256, receiver.finish()
 
 
-def _serve_reads(sock: socket.socket, src: BinaryIO, size: int, deadline: float) -> _InOrderDigest:
-    digest = _InOrderDigest()
+def digest_of(src: BinaryIO, size: int) -> str:
+    """SHA-256 of the first `size` bytes of `src`, read from its start."""
+    return _InOrderDigest().finish(src, size)
+
+
+def _serve_reads(
+    sock: socket.socket,
+    src: BinaryIO,
+    size: int,
+    deadline: float,
+    digest: _InOrderDigest | None,
+) -> None:
     while True:
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         try:
@@ -197,7 +213,7 @@ def _serve_reads(sock: socket.socket, src: BinaryIO, size: int, deadline: float)
         except ConnectionResetError:
             first = b""  # closed with an answer unread: a block asked ahead, or a crash
         if not first:
-            return digest  # the worker's verdict says which
+            return  # the worker's verdict says which
         offset, length = REQUEST.unpack(first + _receive_bytes(sock, REQUEST.size - len(first)))
         if length > MAX_READ:
             raise ProtocolError("read too large")
@@ -209,8 +225,9 @@ def _serve_reads(sock: socket.socket, src: BinaryIO, size: int, deadline: float)
             sock.sendall(LENGTH.pack(len(data)))
             sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
-            return digest  # the worker is done (a block asked ahead goes unread) or gone
-        digest.feed(offset, data)  # after answering: hashing overlaps the worker's work
+            return  # the worker is done (a block asked ahead goes unread) or gone
+        if digest is not None:
+            digest.feed(offset, data)  # after answering: hashing overlaps the worker's work
 
 
 class RemoteInput:
@@ -284,6 +301,14 @@ class RemoteInput:
             self._blocks.popitem(last=False)
 
 
+class Result(Protocol):
+    """Where the worker writes its result: `ResultLink` or `FileLink`."""
+
+    written: int  # bytes so far
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+
 class ResultLink:
     """The worker's end for the result: `write` sends each piece to the relay as it comes."""
 
@@ -293,5 +318,28 @@ class ResultLink:
 
     def write(self, data: bytes | memoryview) -> int:
         self._sock.sendall(data)
+        self.written += len(data)
+        return len(data)
+
+
+class FileLink:
+    """The worker's end for a result that goes straight into a file of the caller's own
+    (amanah-drop strip writing to the source's folder): written at the descriptor's shared
+    offset; the worker's limit on file size (worker.limit_resources) bounds it, and
+    `too_large` says whether a write met that limit (FFmpeg may swallow the error)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.written = 0
+        self.too_large = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self.too_large = self.too_large or exc.errno == errno.EFBIG
+            raise
         self.written += len(data)
         return len(data)

@@ -4,7 +4,9 @@ Rules:
 - plaintext never gets a disk path: a video (worker.STREAMED) is served to the worker on
   request over a socket and its result comes back the same way as it is written (see
   channel.py); any other input is copied into an anonymous in-memory file (memfd) and the
-  worker writes its result into another; both die with their descriptors;
+  worker writes its result into another; both die with their descriptors. Only the files
+  of a caller's own (amanah-drop strip on a source's device: the source's file in, a new
+  file of theirs out) are handed to the worker as descriptors, read-only and write-only;
 - the worker runs under bubblewrap when `bwrap` is installed: no network (all namespaces
   unshared), read-only system and Python directories, an empty /tmp, no capabilities, a
   cleared environment, killed with its parent; and always in its own session (process
@@ -19,6 +21,7 @@ host cannot run a worker at all (no memfd, no Python), which is the operator's p
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -121,14 +124,15 @@ def bwrap_prefix() -> list[str]:
 #   result only.
 
 
-def _fill_memfd(src: BinaryIO) -> tuple[int, str, int]:
-    """Copies `src` into a new memfd: (descriptor, SHA-256, size)."""
+def _fill_memfd(src: BinaryIO, hashed: bool) -> tuple[int, str, int]:
+    """Copies `src` into a new memfd: (descriptor, SHA-256 or "" unless `hashed`, size)."""
     fd = os.memfd_create("in", 0)
-    digest, size = hashlib.sha256(), 0
+    digest, size = hashlib.sha256() if hashed else None, 0
     src.seek(0)
     try:
         while block := src.read(COPY_SIZE):
-            digest.update(block)
+            if digest is not None:
+                digest.update(block)
             size += len(block)
             view = memoryview(block)
             while view:
@@ -136,7 +140,7 @@ def _fill_memfd(src: BinaryIO) -> tuple[int, str, int]:
     except BaseException:
         os.close(fd)
         raise
-    return fd, digest.hexdigest(), size
+    return fd, digest.hexdigest() if digest is not None else "", size
 
 
 def _copy_out(fd: int, dst: BinaryIO) -> None:
@@ -162,17 +166,18 @@ class Sandboxed:
     def sandboxed(self) -> bool:
         return bool(self._prefix)
 
-    def strip(self, mime: str, src: BinaryIO, dst: BinaryIO) -> Outcome:
+    def strip(self, mime: str, src: BinaryIO, dst: BinaryIO, hashed: bool = True) -> Outcome:
         """Cleans `src` (seekable) of type `mime` into `dst`. Raises Refused; then `dst`
         may hold part of a result, which the caller discards. Raises whatever `src` and
-        `dst` raise (a staging file that does not decrypt, a full disk)."""
+        `dst` raise (a staging file that does not decrypt, a full disk). The outcome's
+        `original_sha256` is "" unless `hashed`."""
         if mime not in SUPPORTED:
             raise refusal("unsupported")
         if mime in worker.STREAMED:
-            outcome = self._strip_streamed(mime, src, dst)
+            outcome = self._strip_streamed(mime, src, dst, hashed)
             if outcome is not None:
                 return outcome
-        in_fd, original_sha256, size = _fill_memfd(src)
+        in_fd, original_sha256, size = _fill_memfd(src, hashed)
         out_fd = os.memfd_create("out", 0)
         try:
             os.lseek(in_fd, 0, os.SEEK_SET)
@@ -186,19 +191,26 @@ class Sandboxed:
             os.close(out_fd)
         return Outcome(out_mime, removed, original_sha256, size)
 
-    def _strip_streamed(self, mime: str, src: BinaryIO, dst: BinaryIO) -> Outcome | None:
+    def _strip_streamed(
+        self, mime: str, src: BinaryIO, dst: BinaryIO, hashed: bool
+    ) -> Outcome | None:
         """A video: the worker reads `src` and sends its result over socket pairs
         (channel.py), so neither the input nor the result is ever held whole in memory.
         None when the worker found it cannot write this one forward only (an AVI that
         cannot become Matroska) and wrote nothing: the caller takes the memfd path.
         When `src` is a file of the caller's own (amanah-drop strip on a source's device;
         never in the relay, whose staged files are sealed), the worker reads it itself
-        through a read-only descriptor, and the relay only hashes it meanwhile."""
+        through a read-only descriptor, and the relay only hashes it meanwhile (if asked);
+        when `dst` is one too, the worker also writes the result into it itself."""
         size = src.seek(0, io.SEEK_END)
         limit = size * OUTPUT_FACTOR + OUTPUT_SLACK
         deadline = self._deadline(size)
-        results, their_results = socket.socketpair()
         local = _read_only_descriptor(src)
+        if local is not None:
+            target = _write_only_descriptor(dst)
+            if target is not None:
+                return self._strip_file_to_file(mime, src, dst, (local, target), hashed)
+        results, their_results = socket.socketpair()
         requests: socket.socket | None = None
         if local is None:
             requests, their_requests = socket.socketpair()
@@ -210,7 +222,7 @@ class Sandboxed:
         served: list[tuple[str, int]] = []
 
         def serve() -> None:
-            served.append(channel.serve(requests, results, src, size, dst, deadline, limit))
+            served.append(channel.serve(requests, results, src, size, dst, deadline, limit, hashed))
 
         try:
             args = [mode, *map(str, fds), mime, str(limit), str(size)]
@@ -228,6 +240,39 @@ class Sandboxed:
         if not served or served[0][1] == 0:
             raise refusal("worker-failed")
         return Outcome(out_mime, removed, served[0][0], size)
+
+    def _strip_file_to_file(
+        self, mime: str, src: BinaryIO, dst: BinaryIO, fds: tuple[int, int], hashed: bool
+    ) -> Outcome | None:
+        """Both ends are files of the caller's own: the worker reads `fds[0]` (read-only)
+        and writes its result through `fds[1]` (write-only, sharing `dst`'s offset), with
+        no link between (measured on a 500 MB MP4: the result link and its receiving
+        thread took 0.2 of amanah-drop strip's 1.1 s). Its limit on file size bounds the
+        result. Both descriptors are closed here. Returns as `_strip_streamed`."""
+        size = src.seek(0, io.SEEK_END)
+        start = os.lseek(fds[1], 0, os.SEEK_CUR)
+        limit = start + size * OUTPUT_FACTOR + OUTPUT_SLACK
+        sha256: list[str] = []
+
+        def hash_meanwhile() -> None:
+            sha256.append(channel.digest_of(src, size) if hashed else "")
+
+        try:
+            args = ["stream-files", *map(str, fds), mime, str(limit), str(size)]
+            answer = self._run(args, fds, self._deadline(size), hash_meanwhile)
+            written = os.lseek(fds[1], 0, os.SEEK_CUR) - start
+        finally:
+            for fd in fds:
+                os.close(fd)
+        dst.seek(start + written)  # the buffered object learns the offset the worker left
+        if answer.get("reason") == worker.NOT_STREAMABLE:
+            if written:
+                raise refusal("worker-failed")  # it had written a result after all
+            return None
+        out_mime, removed = _accepted(answer)
+        if not written or not sha256:
+            raise refusal("worker-failed")
+        return Outcome(out_mime, removed, sha256[0], size)
 
     def _deadline(self, size: int) -> float:
         return time.monotonic() + self._timeout_base + TIMEOUT_PER_MB * size / 1e6
@@ -277,16 +322,35 @@ class Sandboxed:
         return answer
 
 
-def _read_only_descriptor(src: BinaryIO) -> int | None:
-    """A new read-only descriptor of `src` when it is a regular file (the worker may read
-    it, never write it), else None (a staged upload, a buffer)."""
+def _regular_file(file: BinaryIO) -> int | None:
+    """The descriptor of `file` when it is a regular file, else None (a staged upload,
+    the relay's sealing writer, a buffer)."""
     try:
-        fd = src.fileno()
+        fd = file.fileno()
     except (AttributeError, OSError, io.UnsupportedOperation):
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+
+def _read_only_descriptor(src: BinaryIO) -> int | None:
+    """A new read-only descriptor of `src` when it is a regular file (the worker may read
+    it, never write it), else None."""
+    fd = _regular_file(src)
+    return None if fd is None else os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _write_only_descriptor(dst: BinaryIO) -> int | None:
+    """A descriptor sharing `dst`'s offset (after flushing it) when `dst` is a regular file
+    opened for writing only (the worker may write it, never read it), else None (also for
+    a file open for reading too, or for appending)."""
+    fd = _regular_file(dst)
+    if fd is None:
         return None
-    return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if flags & os.O_ACCMODE != os.O_WRONLY or flags & os.O_APPEND:
+        return None
+    dst.flush()
+    return os.dup(fd)
 
 
 def _serve_worker(serve: Callable[[], None]) -> None:

@@ -237,7 +237,7 @@ class Readback:
 class _Tee:
     """The muxer's output: each piece to the relay and to the readback."""
 
-    def __init__(self, link: channel.ResultLink, readback: Readback) -> None:
+    def __init__(self, link: channel.Result, readback: Readback) -> None:
         self._link = link
         self._readback = readback
 
@@ -337,7 +337,7 @@ def _copy(packet: av.Packet, plan: _Plan, search: gate.Search) -> tuple[av.Packe
 
 
 def clean(
-    mime: str, source: BinaryIO | channel.RemoteInput, link: channel.ResultLink
+    mime: str, source: BinaryIO | channel.RemoteInput, link: channel.Result
 ) -> dict[str, Any]:
     """Remuxes one video from `source` into `link`; returns the worker's answer."""
     formats = media.FORMATS[mime]  # demuxer, muxer, type of the result, audio only

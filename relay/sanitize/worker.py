@@ -11,6 +11,8 @@ limit:
                                   is written (channel.py; the videos of `STREAMED`)
     stream-file IN OUT ...        the same, IN a read-only descriptor of the caller's own
                                   file (amanah-drop strip on a source's device)
+    stream-files IN OUT ...       the same, OUT a write-only descriptor of the caller's
+                                  own file for the result, written here directly
 
 The worker writes one JSON object on standard output (after closing the sockets):
 
@@ -27,6 +29,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -181,23 +184,37 @@ def _classify(exc: BaseException) -> str:
     return "malformed"
 
 
-def clean_streamed(
-    mime: str, source_fd: int, results: int, size: int, local: bool
-) -> dict[str, Any]:
+def clean_streamed(mime: str, source_fd: int, results: int, size: int, mode: str) -> dict[str, Any]:
     """Strips one video whose result goes to the relay over a socket; the input comes
-    over another socket, or from a read-only file descriptor when `local`."""
+    over another socket, or from a read-only file descriptor (modes `stream-file` and
+    `stream-files`). In `stream-files` the result goes into a file descriptor instead."""
     from . import channel, video  # noqa: PLC0415 - PyAV only where it is used
 
-    with socket.socket(fileno=results) as result:
-        link = channel.ResultLink(result)
+    file_link = channel.FileLink(results) if mode == "stream-files" else None
+    with contextlib.ExitStack() as closing:
+        link: channel.Result
+        if file_link is not None:
+            # A result past the limit on file size fails its write with EFBIG (Python
+            # ignores SIGXFSZ), and is refused as too demanding.
+            closing.callback(os.close, results)
+            link = file_link
+        else:
+            link = channel.ResultLink(closing.enter_context(socket.socket(fileno=results)))
         try:
-            if local:
+            if mode == "stream":
+                source = closing.enter_context(socket.socket(fileno=source_fd))
+                answer = video.clean(mime, channel.RemoteInput(source, size), link)
+            else:
                 with os.fdopen(source_fd, "rb", buffering=0) as file:
-                    return video.clean(mime, file, link)
-            with socket.socket(fileno=source_fd) as source:
-                return video.clean(mime, channel.RemoteInput(source, size), link)
+                    answer = video.clean(mime, file, link)
         except video.NotStreamable:
-            return {"ok": False, "reason": NOT_STREAMABLE}
+            answer = {"ok": False, "reason": NOT_STREAMABLE}
+        except Exception:
+            if file_link is None or not file_link.too_large:
+                raise
+        if file_link is not None and file_link.too_large:
+            return {"ok": False, "reason": "too-demanding"}
+        return answer
 
 
 def run(handler: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -213,10 +230,9 @@ def _handler(argv: list[str]) -> Callable[[], dict[str, Any]] | None:
     from . import media  # noqa: PLC0415
 
     mode, mime = argv[0], argv[3]
-    if mode in ("stream", "stream-file") and mime in STREAMED:
+    if mode in ("stream", "stream-file", "stream-files") and mime in STREAMED:
         source, results, size = int(argv[1]), int(argv[2]), int(argv[5])
-        local = mode == "stream-file"
-        return lambda: clean_streamed(mime, source, results, size, local)
+        return lambda: clean_streamed(mime, source, results, size, mode)
     files = Files(int(argv[1]), int(argv[2]))
     if mime in IMAGE_BYTEWISE | IMAGE_REENCODE:
         return lambda: clean_image(mime, files)

@@ -245,12 +245,8 @@ def test_a_video_larger_than_the_limit_is_stripped_in_flat_memory(
     assert 0 < sampler.peak < LIMIT_MIB * MiB, f"peak {sampler.peak / MiB:.0f} MiB"
 
 
-def test_a_callers_own_file_is_read_by_the_worker_and_gives_the_same_result(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """amanah-drop strip hands over a file of the source's own: the worker reads it through
-    a read-only descriptor instead of asking for each block; the result is the same bytes
-    (the remux is bit-exact) and the hash is still the relay's own."""
+def _recording_modes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The modes of the workers started from now on, in order."""
     modes: list[str] = []
     run = Sandboxed._run
 
@@ -259,6 +255,16 @@ def test_a_callers_own_file_is_read_by_the_worker_and_gives_the_same_result(
         return run(self, args, *rest)
 
     monkeypatch.setattr(Sandboxed, "_run", recording)
+    return modes
+
+
+def test_a_callers_own_file_is_read_by_the_worker_and_gives_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """amanah-drop strip hands over a file of the source's own: the worker reads it through
+    a read-only descriptor instead of asking for each block; the result is the same bytes
+    (the remux is bit-exact) and the hash is still the relay's own."""
+    modes = _recording_modes(monkeypatch)
     path = samples.mkv(tmp_path)
     data = path.read_bytes()
     through_channel, through_file = io.BytesIO(), io.BytesIO()
@@ -276,3 +282,48 @@ def test_a_callers_own_file_is_read_by_the_worker_and_gives_the_same_result(
     assert through_file.getvalue() == through_channel.getvalue()
     assert read_itself.original_sha256 == served.original_sha256 == hashlib.sha256(data).hexdigest()
     assert path.read_bytes() == data
+
+
+def test_a_result_into_a_callers_own_file_is_written_by_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """amanah-drop strip writes into a file of the source's own: the worker writes it
+    through a write-only descriptor sharing the file's offset (after what the caller wrote
+    first), with no link between; the bytes equal those sent over the link. A file also
+    open for reading is not handed over (the worker must not read the source's files)."""
+    modes = _recording_modes(monkeypatch)
+    path = samples.mkv(tmp_path)
+    data = path.read_bytes()
+    over_the_link = io.BytesIO()
+    Sandboxed().strip("video/x-matroska", io.BytesIO(data), over_the_link)
+    target = tmp_path / "out.mkv"
+    with path.open("rb") as src, target.open("xb") as dst:
+        dst.write(b"HEAD")  # buffered, not yet flushed: must land before the result
+        outcome = Sandboxed().strip("video/x-matroska", src, dst)
+        assert dst.tell() == 4 + len(over_the_link.getvalue())
+        dst.write(b"TAIL")  # and the caller's next write lands after it
+    with path.open("rb") as src, (tmp_path / "rw.mkv").open("w+b") as both:
+        not_handed = Sandboxed().strip("video/x-matroska", src, both, hashed=False)
+        both.seek(0)
+        assert both.read() == over_the_link.getvalue()
+    assert modes == ["stream", "stream-files", "stream-file"]
+    assert target.read_bytes() == b"HEAD" + over_the_link.getvalue() + b"TAIL"
+    assert outcome.original_sha256 == hashlib.sha256(data).hexdigest()
+    assert outcome.original_size == len(data)
+    assert not_handed.original_sha256 == ""  # not asked for: not computed
+
+
+def test_a_result_into_a_file_past_its_limit_is_too_demanding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written by the worker itself, the result is bounded by the worker's limit on file
+    size: past it a write fails (no SIGXFSZ), and the file is refused as too demanding."""
+    from relay.sanitize.errors import TooDemanding
+
+    monkeypatch.setattr(sandbox, "OUTPUT_FACTOR", 0)
+    monkeypatch.setattr(sandbox, "OUTPUT_SLACK", 4096)
+    path = samples.mkv(tmp_path)
+    target = tmp_path / "out.mkv"
+    with path.open("rb") as src, target.open("xb") as dst, pytest.raises(TooDemanding):
+        Sandboxed().strip("video/x-matroska", src, dst, hashed=False)
+    assert 0 < target.stat().st_size <= 4096
