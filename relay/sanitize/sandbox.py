@@ -52,8 +52,16 @@ OUTPUT_FACTOR, OUTPUT_SLACK = 4, 64 * 1024 * 1024
 
 SUPPORTED = frozenset(worker.IMAGE_BYTEWISE | worker.IMAGE_REENCODE | set(media.FORMATS))
 
-_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from relay.sanitize.worker import main; "
-_BOOT += "sys.exit(main(sys.argv[2:]))"
+# The worker's start: the package `relay.sanitize` is registered without running its
+# __init__ (the parent's side: libmagic, which runs `ldconfig -p` twice to find itself,
+# and this module), which the worker never uses.
+_BOOT = """import sys, types
+sys.path.insert(0, sys.argv[1])
+package = types.ModuleType("relay.sanitize")
+package.__path__ = [sys.argv[1] + "/relay/sanitize"]
+sys.modules["relay.sanitize"] = package
+from relay.sanitize.worker import main
+sys.exit(main(sys.argv[2:]))"""
 
 
 @dataclass(frozen=True)
