@@ -11,9 +11,12 @@ repository.
 Each tool runs as a whole child process, measured from outside:
 - `drop`: `amanah-drop strip FILE -o DIR`, the command a source runs (the relay's
   sandboxed sanitizer: a worker under bubblewrap; for videos PyAV in the worker, for
-  pictures Pillow, for audio ffmpeg); its time includes the command's own imports;
+  pictures Pillow, for audio ffmpeg); its time includes the command's own imports. A
+  video's worker reads the source's file and writes the new one itself, and the
+  original is not hashed (strip shows no hash);
 - `library`: the same sanitizer called from a bare Python process (`Stripping().clean`
-  from the file to a file), so the command's imports are not counted;
+  from the file to a file), so the command's imports are not counted; the original is
+  hashed meanwhile, as `amanah-drop seal` needs;
 - `relay`: the relay's own path, as ingest runs it: the file is first staged (sealed to a
   RAM-only key, not timed), then cleaned from the `SealedReader` into a `SealingWriter`
   (timed by the child: decryption and sealing included). Its output is sealed, so it is
