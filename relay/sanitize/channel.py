@@ -24,8 +24,7 @@ result also goes to a file of the caller's own, the worker writes it there itsel
 Every number from the worker is checked: a read larger than `MAX_READ`, or a result beyond
 its limit, ends the job (`ProtocolError`, `OutputTooLarge`). When asked, the relay's side
 also hashes the input, in order, from the reads it serves, and reads itself only what the
-worker never asked for: the input is normally read once. (The relay itself does not ask: it
-hashed each upload as it was staged.)
+worker never asked for: the input is normally read once.
 """
 
 from __future__ import annotations

@@ -217,7 +217,8 @@ class Sandboxed:
         if local is not None:
             target = _write_only_descriptor(dst)
             if target is not None:
-                return self._strip_file_to_file(mime, src, dst, (local, target), hashed)
+                fds = (local, target)
+                return self._strip_file_to_file(mime, src, dst, fds, size, deadline, hashed)
         results, their_results = socket.socketpair()
         requests: socket.socket | None = None
         if local is None:
@@ -240,47 +241,41 @@ class Sandboxed:
                 link.close()
             if local is not None:
                 os.close(local)
-        if answer.get("reason") == worker.NOT_STREAMABLE:
-            if served and served[0][1]:
-                raise refusal("worker-failed")  # it had written a result after all
-            return None
-        out_mime, removed = _accepted(answer)
-        if not served or served[0][1] == 0:
-            raise refusal("worker-failed")
-        return Outcome(out_mime, removed, served[0][0], size)
+        sha256, written = served[0] if served else ("", 0)
+        return _streamed_outcome(answer, written, sha256, size)
 
     def _strip_file_to_file(
-        self, mime: str, src: BinaryIO, dst: BinaryIO, fds: tuple[int, int], hashed: bool
+        self,
+        mime: str,
+        src: BinaryIO,
+        dst: BinaryIO,
+        fds: tuple[int, int],
+        size: int,
+        deadline: float,
+        hashed: bool,
     ) -> Outcome | None:
         """Both ends are files of the caller's own: the worker reads `fds[0]` (read-only)
         and writes its result through `fds[1]` (write-only, sharing `dst`'s offset), with
         no link between (measured on a 500 MB MP4: the result link and its receiving
         thread took 0.2 of amanah-drop strip's 1.1 s). Its limit on file size bounds the
         result. Both descriptors are closed here. Returns as `_strip_streamed`."""
-        size = src.seek(0, io.SEEK_END)
         start = os.lseek(fds[1], 0, os.SEEK_CUR)
         limit = start + size * OUTPUT_FACTOR + OUTPUT_SLACK
-        sha256: list[str] = []
+        sha256 = [""]
 
         def hash_meanwhile() -> None:
-            sha256.append(channel.digest_of(src, size) if hashed else "")
+            if hashed:
+                sha256[0] = channel.digest_of(src, size)
 
         try:
             args = ["stream-files", *map(str, fds), mime, str(limit), str(size)]
-            answer = self._run(args, fds, self._deadline(size), hash_meanwhile)
+            answer = self._run(args, fds, deadline, hash_meanwhile)
             written = os.lseek(fds[1], 0, os.SEEK_CUR) - start
         finally:
             for fd in fds:
                 os.close(fd)
         dst.seek(start + written)  # the buffered object learns the offset the worker left
-        if answer.get("reason") == worker.NOT_STREAMABLE:
-            if written:
-                raise refusal("worker-failed")  # it had written a result after all
-            return None
-        out_mime, removed = _accepted(answer)
-        if not written or not sha256:
-            raise refusal("worker-failed")
-        return Outcome(out_mime, removed, sha256[0], size)
+        return _streamed_outcome(answer, written, sha256[0], size)
 
     def _deadline(self, size: int) -> float:
         return time.monotonic() + self._timeout_base + TIMEOUT_PER_MB * size / 1e6
@@ -370,6 +365,21 @@ def _serve_worker(serve: Callable[[], None]) -> None:
         pass
     except channel.ProtocolError:
         raise refusal("worker-failed") from None
+
+
+def _streamed_outcome(
+    answer: dict[str, object], written: int, sha256: str, size: int
+) -> Outcome | None:
+    """A streamed worker's answer, after `written` bytes of result: None when it could not
+    stream the file and wrote nothing (the caller takes the memfd path). Raises Refused."""
+    if answer.get("reason") == worker.NOT_STREAMABLE:
+        if written:
+            raise refusal("worker-failed")  # it had written a result after all
+        return None
+    out_mime, removed = _accepted(answer)
+    if not written:
+        raise refusal("worker-failed")
+    return Outcome(out_mime, removed, sha256, size)
 
 
 def _accepted(answer: dict[str, object]) -> tuple[str, tuple[str, ...]]:

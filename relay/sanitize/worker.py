@@ -5,7 +5,8 @@ Protocol: argv holds the mode and its descriptors, then the MIME type and the ou
 limit:
 
     files IN OUT MIME LIMIT       IN is the input in an anonymous in-memory file (memfd),
-                                  OUT an empty memfd for the result (pictures, audio)
+                                  OUT an empty memfd for the result (pictures, audio, an
+                                  AVI that could not stream)
     stream IN OUT MIME LIMIT SIZE IN and OUT are Unix sockets to the relay, which serves the
                                   SIZE bytes of input on request and takes the result as it
                                   is written (channel.py; the videos of `STREAMED`)
@@ -212,7 +213,8 @@ def clean_streamed(mime: str, source_fd: int, results: int, size: int, mode: str
         except Exception:
             if file_link is None or not file_link.too_large:
                 raise
-        if file_link is not None and file_link.too_large:
+            answer = {}
+        if file_link is not None and file_link.too_large:  # raised, or swallowed by FFmpeg
             return {"ok": False, "reason": "too-demanding"}
         return answer
 
