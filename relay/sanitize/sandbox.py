@@ -274,7 +274,6 @@ class Sandboxed:
         finally:
             for fd in fds:
                 os.close(fd)
-        dst.seek(start + written)  # the buffered object learns the offset the worker left
         return _streamed_outcome(answer, written, sha256[0], size)
 
     def _deadline(self, size: int) -> float:
