@@ -221,6 +221,7 @@ def _seal_to(
                 Stripping(),
                 int(time.time()) // 3600 * 3600,  # to the hour, as the relay keeps time
                 note,
+                spool=partial.parent,  # where the output fits, and not a RAM disk if /tmp is
             )
             out.flush()
             os.fsync(out.fileno())

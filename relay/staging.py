@@ -259,9 +259,12 @@ class SealedReader(io.RawIOBase):
     when the reader opens, so the size is known and truncation is caught at once.
     Raises crypto.errors.AgeError subclasses from open and from reads."""
 
-    def __init__(self, path: Path, identities: Iterable[Identity]) -> None:
+    def __init__(self, source: Path | BinaryIO, identities: Iterable[Identity]) -> None:
+        """`source` is the age file's path, or the file itself (read from its start; it
+        is closed with the reader)."""
         super().__init__()
-        self._file = path.open("rb")
+        self._file = source.open("rb") if isinstance(source, Path) else source
+        self._file.seek(0)
         try:
             self._offset, self._cipher = open_payload(self._file.read(_PREFIX_READ), identities)
             sealed_size = os.fstat(self._file.fileno()).st_size - self._offset

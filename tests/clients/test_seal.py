@@ -3,10 +3,19 @@ real `age` and `tar` (a contact needs nothing of ours to open it) and exiftool."
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
+from typing import BinaryIO
 
+import pytest
+
+from clients import sealing
+from crypto.keys import Identity
+from relay.sanitize import Stripping
+from relay.staging import SealedReader
 from tests.clients.harness import AGE, Setup, codename_line, run_drop, sha256_file
 from tests.relayharness import all_files, scan_files
 from tests.sanitize import judge, samples
@@ -140,3 +149,42 @@ def test_help_answers_with_examples() -> None:
         done = run_drop(command, "--help", state=Path("/nonexistent"))
         assert done.returncode == 0
         assert "example" in done.stdout and "--codename-prompt" in done.stdout
+
+
+def test_a_cleaned_file_waits_sealed_in_an_unnamed_spool(tmp_path: Path) -> None:
+    """Before the tar takes it, each cleaned file waits on disk in the spool folder, sealed
+    to a key of its own: no plaintext there, nothing left behind, and the drop holds the
+    cleaned file whole."""
+    video = samples.mp4(tmp_path)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    contact = Identity.generate()
+    seen: list[tuple[str, bytes]] = []
+
+    def look_then_read(file: BinaryIO, identities: list[Identity]) -> SealedReader:
+        fd = file.fileno()
+        seen.append((os.readlink(f"/proc/self/fd/{fd}"), os.pread(fd, 1 << 24, 0)))
+        return SealedReader(file, identities)
+
+    sealed = tmp_path / "drop.age"
+    with pytest.MonkeyPatch.context() as patch, sealed.open("wb") as out:
+        patch.setattr(sealing, "SealedReader", look_then_read)
+        sealing.seal(
+            out, [contact.recipient], [video], None, str(contact.recipient), 1, Stripping(), 0,
+            spool=spool,
+        )  # fmt: skip
+    assert list(spool.iterdir()) == []
+    [(where, spooled)] = seen
+    assert where.startswith(f"{spool}/") and where.endswith("(deleted)"), where
+
+    identity = tmp_path / "identity.txt"
+    identity.write_text(f"{contact.encode()}\n")
+    opened = tmp_path / "opened"
+    open_with_stock_tools(sealed, identity, opened)
+    item = (opened / "item-1.mp4").read_bytes()
+    [entry] = json.loads((opened / "manifest.json").read_text())["files"]
+    assert entry["sha256"] == hashlib.sha256(item).hexdigest() and entry["size"] == len(item)
+    assert spooled.startswith(b"age-encryption.org/v1\n")
+    assert len(spooled) > len(item)  # the whole file went through the spool
+    for start in range(0, len(item) - 64, len(item) // 16):
+        assert item[start : start + 64] not in spooled

@@ -10,18 +10,22 @@ import hashlib
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import pytest
 
 from relay.sanitize import gate, sandbox, worker
 from relay.sanitize.sandbox import Sandboxed
+from tests.relayharness import AGE
 from tests.sanitize import processes, samples
 from tests.sanitize.conftest import CACHE
 
@@ -245,6 +249,67 @@ def test_a_video_larger_than_the_limit_is_stripped_in_flat_memory(
     assert 0 < sampler.peak < LIMIT_MIB * MiB, f"peak {sampler.peak / MiB:.0f} MiB"
 
 
+# The source's side: `amanah-drop seal`'s sealing, in a process of its own, with the spool
+# in a folder of the test's.
+_DEVICE = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from clients import sealing
+from crypto.keys import Identity
+from relay.sanitize import Stripping
+contact = Identity.generate()
+with open(sys.argv[3], "wb") as out:
+    drop = sealing.seal(out, [contact.recipient], [Path(sys.argv[2])], None,
+                        str(contact.recipient), 1, Stripping(), 0, spool=Path(sys.argv[4]))
+print(json.dumps({"items": drop.items, "identity": contact.encode()}))
+"""
+
+
+@pytest.mark.slow
+def test_a_video_larger_than_the_limit_is_sealed_on_a_device_in_flat_memory(
+    tmp_path: Path,
+) -> None:
+    source = _large_video()
+    sealed, spool = tmp_path / "drop.age", tmp_path / "spool"
+    spool.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-c", _DEVICE, str(ROOT), str(source), str(sealed), str(spool)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    sampler = _Sampler(process.pid)
+    stdout, _ = process.communicate(timeout=600)
+    sampler.stop()
+    assert process.returncode == 0
+    report = json.loads(stdout)
+    assert report["items"] == 1
+    assert sampler.samples > 50, "the sampler did not keep up"
+    assert 0 < sampler.peak < LIMIT_MIB * MiB, f"peak {sampler.peak / MiB:.0f} MiB"
+    # The drop holds the cleaned video whole: its manifest's hash and size, read with age.
+    identity = tmp_path / "identity.txt"
+    identity.write_text(report["identity"] + "\n")
+    members: dict[str, tuple[int, str]] = {}
+    manifest: dict[str, Any] = {}
+    with subprocess.Popen([AGE, "-d", "-i", str(identity), str(sealed)], stdout=PIPE) as age:
+        assert age.stdout is not None
+        with tarfile.open(fileobj=age.stdout, mode="r|") as tar:
+            for member in tar:
+                data = tar.extractfile(member)
+                assert data is not None
+                digest = hashlib.sha256()
+                while chunk := data.read(1 << 20):
+                    digest.update(chunk)
+                    if member.name == "manifest.json":
+                        manifest = json.loads(chunk)
+                members[member.name] = (member.size, digest.hexdigest())
+    assert age.returncode == 0
+    [entry] = manifest["files"]
+    assert members[entry["blob"]] == (entry["size"], entry["sha256"])
+    assert abs(entry["size"] - source.stat().st_size) < 0.01 * source.stat().st_size
+    assert list(spool.iterdir()) == []
+
+
 def _recording_modes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The modes of the workers started from now on, in order."""
     modes: list[str] = []
@@ -327,3 +392,23 @@ def test_a_result_into_a_file_past_its_limit_is_too_demanding(
     with path.open("rb") as src, target.open("xb") as dst, pytest.raises(TooDemanding):
         Sandboxed().strip("video/x-matroska", src, dst, hashed=False)
     assert 0 < target.stat().st_size <= 4096
+
+
+@pytest.mark.slow
+def test_no_room_for_the_spool_is_a_clear_error(tmp_path: Path) -> None:
+    """A spool that meets a full disk (here a limit on file size: the same refusal to
+    write) stops the sealing with a message that says so, not 'could not be read'."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+
+    def small_files() -> None:  # soft limit only: the worker sets its own
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+
+    done = subprocess.run(
+        [sys.executable, "-c", _DEVICE, str(ROOT), str(_large_video()),
+         str(tmp_path / "drop.age"), str(spool)],
+        capture_output=True, text=True, timeout=600, preexec_fn=small_files,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"SealError: file 1: no room for its cleaned copy in {spool}" in done.stderr
+    assert list(spool.iterdir()) == []
