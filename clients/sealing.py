@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from crypto.age import Encryptor
+from crypto.errors import AgeError
 from crypto.keys import Identity, Recipient
 from relay.sanitize import SNIFF_BYTES, Refused, Sanitizer, detect
 from relay.staging import SealedReader, SealingWriter
@@ -177,8 +178,14 @@ def _strip_into_tar(
                 return Refusal(position, detected.mime, refusal.reason, str(refusal))
             size = stripped.writer.plaintext_size
             member = f"item-{position}.{detected.delivered_extension(report.mime)}"
-            with stripped.reader() as cleaned:
-                tar.addfile(_member(member, size), cleaned)
+            try:
+                with stripped.reader() as cleaned:
+                    tar.addfile(_member(member, size), cleaned)
+            except AgeError:  # only another program writing into the spool does this
+                raise SealError(
+                    f"file {position}: its cleaned copy was changed on disk while it waited "
+                    "to be sealed; nothing was written"
+                ) from None
         finally:
             stripped.close()
     return {

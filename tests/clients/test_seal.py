@@ -188,3 +188,26 @@ def test_a_cleaned_file_waits_sealed_in_an_unnamed_spool(tmp_path: Path) -> None
     assert len(spooled) > len(item)  # the whole file went through the spool
     for start in range(0, len(item) - 64, len(item) // 16):
         assert item[start : start + 64] not in spooled
+
+
+def test_a_spool_changed_on_disk_stops_the_sealing_clearly(tmp_path: Path) -> None:
+    """Hostile: another program of the same user flips a byte of the spool before the tar
+    reads it back. The sealing stops with a message that says so; no tampered bytes go in."""
+    contact = Identity.generate()
+
+    def tamper_then_read(file: BinaryIO, identities: list[Identity]) -> SealedReader:
+        fd = file.fileno()
+        middle = os.fstat(fd).st_size // 2
+        os.pwrite(fd, bytes([os.pread(fd, 1, middle)[0] ^ 1]), middle)
+        return SealedReader(file, identities)
+
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        (tmp_path / "drop.age").open("wb") as out,
+        pytest.raises(sealing.SealError, match="file 1: its cleaned copy was changed on disk"),
+    ):
+        patch.setattr(sealing, "SealedReader", tamper_then_read)
+        sealing.seal(
+            out, [contact.recipient], [samples.jpeg(tmp_path)], None, str(contact.recipient),
+            1, Stripping(), 0, spool=tmp_path,
+        )  # fmt: skip
