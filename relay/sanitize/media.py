@@ -8,8 +8,9 @@ steps it needs (mutagen first, a FLAC re-encode); Debian's ffmpeg runs as its ow
 under the worker's limits, and a crash in a demuxer kills that process, not the worker that
 reports it. Videos stream instead (video.py), an AVI as Matroska, since the AVI muxer seeks
 back to finish its header and cannot write forward only. An AVI that cannot become
-Matroska (B-frames, a codec Matroska's muxer does not list: video.WRITTEN_AS) comes here
-after all and is held in RAM twice, input and result.
+Matroska (B-frames other than MPEG-4's plain ones, a codec Matroska's muxer does not list:
+video.WRITTEN_AS) comes here after all and is held in RAM twice, input and result; its
+MPEG-4 user data stays (no bitstream filter of ffmpeg removes it).
 
 Rules (measured in notes/metadata.md):
 - the demuxer is forced from the type libmagic found and only the `file` protocol is

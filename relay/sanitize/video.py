@@ -20,8 +20,9 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
   copied; `+bitexact` writes neutral handler names, no encoder version, no creation time;
 - packets carry their timing, key-frame flag and only the side data needed to play
   (`KEPT_SIDE_DATA`), nothing else the demuxer attached;
-- H.264/HEVC SEI units are dropped (nal.py), from packets and from an hvcC record; a
-  Vorbis comment header and FLAC metadata blocks in a stream's record go (records.py);
+- H.264/HEVC SEI units are dropped (nal.py), from packets and from an hvcC record, and
+  MPEG-1/2/4 Part 2 user data (mpegvideo.py) from packets and records; a Vorbis comment
+  header and FLAC metadata blocks in a stream's record go (records.py);
 - the result is written forward only: fragmented MP4 (a fragment at each key frame and at
   least every `FRAGMENT_BYTES`; the moov waits for the first fragment, so the edit list that
   hides the audio encoder's priming samples is kept, while the trim of its padding at the
@@ -54,7 +55,7 @@ import av
 import av.container
 import av.stream
 
-from . import channel, gate, media, nal, records
+from . import channel, gate, media, mpegvideo, nal, records
 from .media import MediaError
 
 # The formats (demuxer, muxer, result's type) are media.FORMATS's. These muxers write the
@@ -78,12 +79,22 @@ QUEUED_PIECES = 8  # of IO_BUFFER bytes: how far the muxer may run ahead of the 
 # An AVI is written as Matroska: its own muxer must seek back to finish its header. PyAV
 # adds only the codecs Matroska's muxer lists (not DV, Cinepak, HuffYUV, raw video, ADPCM,
 # which it would otherwise write as VFW/ACM). An AVI keeps decoding order only: the demuxer
-# makes up presentation times (`+genpts`), which is right only when no frame is shown after
-# a later one. So an AVI whose video has B-frames is not streamed, nor one with a stream
-# Matroska's muxer refuses (`NotStreamable`, raised before a byte is written: the sandbox
-# gives the file to media.py, which writes an AVI).
+# makes up presentation times (`+genpts`), which is right when no frame is shown after a
+# later one, and for MPEG-4 Part 2 (Xvid, DivX): its B-frames are never references, so a
+# frame waits for one other at most, the model FFmpeg's made-up times follow (measured:
+# the frames of an Xvid and of an FFmpeg MPEG-4 AVI with two B-frames in a row decode
+# identical, at identical times, from the Matroska; an H.264 AVI with B-pyramids did not).
+# So these AVIs are not streamed (`NotStreamable`: the sandbox gives the file to media.py,
+# which writes an AVI): video with B-frames in another codec; MPEG-4 with packed B-frames
+# (DivX's two frames in one packet) or with B-frames its header did not announce; a stream
+# Matroska's muxer refuses. The first `PEEKED_PACKETS` packets are checked before the muxer
+# gets any, so nothing is written when a file turns out to be one of these there.
 WRITTEN_AS = {"avi": ("matroska", "video/x-matroska")}
 DEMUXER_OPTIONS = {"avi": {"fflags": "+genpts"}}
+REORDERED_BY_ONE = frozenset({"mpeg4"})
+PEEKED_PACKETS = 64
+SEI_NAME = "encoder data in the video stream (SEI)"
+USER_DATA_NAME = "encoder data in the video stream (user data)"
 RAW_AUDIO = "pcm_"  # raw samples: nothing can hide in them that a tag names; not searched
 
 
@@ -256,6 +267,14 @@ class _Plan:
     syntax: nal.Syntax | None
     length_size: int
     searched: bool  # packets searched by the last gate (all of them, or non-slice units)
+    user_data: bool  # MPEG-1/2/4 Part 2: user data goes
+    made_up_times: bool  # MPEG-4 in an AVI: the demuxer's times hold only if this order does
+    reorders: bool  # the stream's header announced B-frames
+    dropped: int = 0  # units removed from inside the stream (SEI, user data)
+
+    @property
+    def dropped_name(self) -> str:
+        return SEI_NAME if self.syntax is not None else USER_DATA_NAME
 
 
 def _muxer_options(muxer: str) -> dict[str, str]:
@@ -281,15 +300,22 @@ def _plan(
     muxer: str,
     duration: int | None,
     search: gate.Search,
-) -> tuple[_Plan, int, list[str]]:
-    """Adds the output stream for `source`; returns its plan, the SEI units dropped from
-    its configuration record and the names of what else went from that record."""
+    made_up_times: bool,
+) -> tuple[_Plan, list[str]]:
+    """Adds the output stream for `source`; returns its plan (counting the units dropped
+    from its configuration record) and the names of what else went from that record.
+    `made_up_times`: the demuxer makes up presentation times (an AVI)."""
     target = output.add_stream_from_template(source)
     codec = source.codec_context.name
-    syntax = nal.SYNTAX.get(codec) if source.type == "video" else None
+    video = source.type == "video"
+    syntax = nal.SYNTAX.get(codec) if video else None
+    user_data = video and codec in mpegvideo.CODECS
     original = bytes(source.codec_context.extradata or b"")
     extradata, dropped, names, size_bytes = original, 0, [], 0
-    if syntax is not None:
+    if user_data:
+        cleaned, dropped = mpegvideo.without_user_data(extradata)
+        extradata = bytes(cleaned)
+    elif syntax is not None:
         size_bytes = nal.length_size(codec, extradata)
         if syntax is nal.HEVC and size_bytes:
             extradata, dropped = nal.hvcc_without_sei(extradata)
@@ -310,12 +336,17 @@ def _plan(
         # muxer writes this one in the header instead.
         target.metadata["DURATION"] = _duration_tag(duration)
     searched = not codec.startswith(RAW_AUDIO)
-    return _Plan(target, _tally(source), syntax, size_bytes, searched), dropped, names
+    checked = made_up_times and codec in REORDERED_BY_ONE
+    reorders = bool(video and getattr(source.codec_context, "has_b_frames", 0))
+    plan = _Plan(target, _tally(source), syntax, size_bytes, searched, user_data, checked, reorders)
+    plan.dropped = dropped
+    return plan, names
 
 
-def _copy(packet: av.Packet, plan: _Plan, search: gate.Search) -> tuple[av.Packet, int]:
-    """The packet to mux for `packet`: its bytes (without SEI), timing and key flag, and
-    only the side data a player needs. Returns it and the SEI units dropped."""
+def _copy(packet: av.Packet, plan: _Plan, search: gate.Search) -> av.Packet:
+    """The packet to mux for `packet`: its bytes (without SEI or user data), timing and
+    key flag, and only the side data a player needs (counts in `plan` what went). Raises
+    MediaError for MPEG-4 frames this remux cannot keep in order."""
     data: bytes | memoryview = memoryview(packet)
     dropped = 0
     channel_id = ("packets", packet.stream.index)
@@ -323,8 +354,13 @@ def _copy(packet: av.Packet, plan: _Plan, search: gate.Search) -> tuple[av.Packe
         data, dropped = nal.without_sei(data, plan.syntax, plan.length_size)
         for piece in nal.searchable(data, plan.syntax, plan.length_size):
             search.feed(piece, channel_id)
-    elif plan.searched:
-        search.feed(data, channel_id)
+    else:
+        if plan.user_data:
+            _check_order(data, plan)
+            data, dropped = mpegvideo.without_user_data(data)
+        if plan.searched:
+            search.feed(data, channel_id)
+    plan.dropped += dropped
     copy = av.Packet(data)  # type: ignore[arg-type] # any buffer, not copied; stub says bytes
     copy.pts, copy.dts, copy.duration = packet.pts, packet.dts, packet.duration
     copy.time_base = packet.time_base
@@ -333,7 +369,20 @@ def _copy(packet: av.Packet, plan: _Plan, search: gate.Search) -> tuple[av.Packe
         if side_data.data_type in KEPT_SIDE_DATA:
             side_data.to_packet(copy)
     copy.stream = plan.output
-    return copy, dropped
+    return copy
+
+
+def _check_order(data: bytes | memoryview, plan: _Plan) -> None:
+    """An MPEG-4 packet must hold one frame (packed B-frames need the user data that goes),
+    and, where the demuxer makes up the times, a B-frame only if the header announced
+    them. Raises MediaError otherwise."""
+    if plan.tally.codec != "mpeg4":
+        return
+    types = mpegvideo.vop_types(data)
+    if len(types) > 1:
+        raise MediaError("packed B-frames")
+    if plan.made_up_times and not plan.reorders and mpegvideo.B_VOP in types:
+        raise MediaError("B-frames the header did not announce")
 
 
 def clean(
@@ -355,7 +404,8 @@ def clean(
         audio = list(container.streams.audio)
         rewrapped = formats[0] in WRITTEN_AS
         if rewrapped:
-            if any(s.codec_context.has_b_frames for s in video):
+            reordered = [s.codec_context.name for s in video if s.codec_context.has_b_frames]
+            if set(reordered) - REORDERED_BY_ONE:
                 raise NotStreamable(mime)
             formats = (formats[0], *WRITTEN_AS[formats[0]], formats[3])
         if not video:
@@ -370,23 +420,22 @@ def clean(
         readback = Readback(media.readback_demuxer(muxer))
         tee = _Tee(link, readback)
         try:
-            dropped, sources = _remux(container, kept, muxer, tee, search, names)
+            plans = _remux(container, kept, muxer, tee, search, names, rewrapped)
         except Exception as exc:
             if rewrapped and not link.written:
-                # Nothing went out yet (most often Matroska refused a codec its muxer does
-                # not list): the AVI muxer may still take the file; one that is malformed
-                # is refused there.
+                # Nothing went out yet (Matroska refused a codec its muxer does not list, or
+                # the first packets showed frames it cannot keep in order): the AVI muxer
+                # may still take the file; one that is malformed is refused there.
                 raise NotStreamable(mime) from exc
             raise
         finally:
             readback.finish()
     if readback.error is not None:
         raise MediaError("the result does not read back") from readback.error
-    _compare(sources, readback.tallies, declared)
+    _compare([plan.tally for plan in plans], readback.tallies, declared)
     if search.found:
         return {"ok": False, "reason": "malformed"}  # metadata inside the stream itself
-    if dropped:
-        names.append("encoder data in the video stream (SEI)")
+    names += list(dict.fromkeys(plan.dropped_name for plan in plans if plan.dropped))
     return {"ok": True, "mime": out_mime, "removed": names, "note": ""}
 
 
@@ -397,29 +446,39 @@ def _remux(
     tee: _Tee,
     search: gate.Search,
     names: list[str],
-) -> tuple[int, list[Tally]]:
+    made_up_times: bool,
+) -> list[_Plan]:
     """Copies the kept streams' packets into a new container written to `tee`; returns
-    the SEI units dropped and what each kept input stream held, and adds to `names` what
-    went from the streams' configuration records."""
-    dropped = 0
+    the plan of each kept input stream (what it held, what went from inside it), and adds
+    to `names` what went from the streams' configuration records. Where the demuxer makes
+    up times (an AVI), the first PEEKED_PACKETS packets are all checked before the first
+    is muxed: the muxer writes nothing before that."""
     with av.open(
         tee, "w", format=muxer, options=_muxer_options(muxer), buffer_size=IO_BUFFER
     ) as output:
         plans: dict[int, _Plan] = {}
         for stream in kept:
-            plan, removed, went = _plan(stream, output, muxer, container.duration, search)
+            plan, went = _plan(stream, output, muxer, container.duration, search, made_up_times)
             plans[stream.index] = plan
-            dropped += removed
             names += [name for name in went if name not in names]
+        held: list[av.Packet] | None = [] if made_up_times else None
         for packet in container.demux(kept):
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker
             plan = plans[packet.stream.index]
             plan.tally.count(packet)
-            copy, removed = _copy(packet, plan, search)
-            dropped += removed
-            output.mux(copy)
-    return dropped, [plans[s.index].tally for s in kept]
+            copy = _copy(packet, plan, search)
+            if held is None:
+                output.mux(copy)
+                continue
+            held.append(copy)
+            if len(held) == PEEKED_PACKETS:
+                for waiting in held:
+                    output.mux(waiting)
+                held = None
+        for waiting in held or ():
+            output.mux(waiting)
+    return [plans[s.index] for s in kept]
 
 
 def _compare(sources: list[Tally], results: list[Tally], declared: int | None) -> None:

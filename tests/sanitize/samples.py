@@ -263,6 +263,20 @@ def avi(folder: Path) -> Path:
     return _video(folder, "in.avi", ["-c:v", "mpeg4", "-c:a", "libmp3lame"], [], [])
 
 
+def avi_bframes(folder: Path) -> Path:
+    """MPEG-4 Part 2 with two B-frames in a row: the AVI holds no presentation times, but
+    FFmpeg's made-up ones are right for this codec, so it streams as Matroska."""
+    codec = ["-c:v", "mpeg4", "-bf", "2", "-vtag", "XVID", "-c:a", "libmp3lame"]
+    return _video(folder, "in-bframes.avi", codec, [], [])
+
+
+def avi_xvid_packed(folder: Path) -> Path:
+    """Xvid (libxvidcore) with B-frames, packed two to a packet as DivX did ("DivX503b1393p"
+    in its user data): not streamed, remuxed whole into an AVI (video.py)."""
+    codec = ["-c:v", "libxvid", "-bf", "2", "-c:a", "libmp3lame"]
+    return _video(folder, "in-xvid.avi", codec, [], [])
+
+
 def avi_h264(folder: Path) -> Path:
     """H.264 in AVI: start codes (no configuration record), x264's settings in an SEI, and
     B-frames, whose presentation times an AVI does not hold: not streamed as Matroska but
@@ -309,6 +323,8 @@ SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "mkv": (mkv, "video/x-matroska"),
     "webm": (webm, "video/webm"),
     "avi": (avi, "video/x-matroska"),
+    "avi-bframes": (avi_bframes, "video/x-matroska"),
+    "avi-xvid-packed": (avi_xvid_packed, "video/x-msvideo"),
     "avi-h264": (avi_h264, "video/x-msvideo"),
     "avi-mjpeg": (avi_mjpeg, "video/x-matroska"),
     "avi-adpcm": (avi_adpcm, "video/x-msvideo"),

@@ -85,6 +85,48 @@ def test_h264_encoder_settings_are_removed(stripping: Stripping, tmp_path: Path)
     assert "encoder data in the video stream (SEI)" in report.removed
 
 
+@pytest.mark.parametrize("name", ["avi", "avi-bframes"])
+def test_mpeg4_encoder_strings_are_removed(name: str, stripping: Stripping, tmp_path: Path) -> None:
+    """MPEG-4 Part 2 encoders write their name and version into user data ("Lavc59.37.100"
+    from FFmpeg, "XviD0069", "DivX503b1393p"), in the stream header and before key frames."""
+    source = samples.SAMPLES[name][0](tmp_path)
+    assert source.read_bytes().count(b"Lavc") >= 2
+    _, report, data = clean(stripping, source.read_bytes())
+    assert b"Lavc" not in data
+    assert "encoder data in the video stream (user data)" in report.removed
+
+
+def _frame_times_and_hashes(path: Path) -> list[str]:
+    """Each video frame Debian's ffmpeg shows, in order: its presentation time (in frames)
+    and the MD5 of its pixels."""
+    out = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v"]
+        + ["-fps_mode", "passthrough", "-f", "framemd5", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line.split(",") for line in out.splitlines() if line and not line.startswith("#")]
+    return [f"{int(row[2])} {row[5].strip()}" for row in rows]
+
+
+@pytest.mark.parametrize("name", ["avi", "avi-bframes", "avi-xvid-packed", "avi-h264"])
+def test_an_avi_keeps_every_frame_at_its_time(
+    name: str, stripping: Stripping, tmp_path: Path
+) -> None:
+    """An AVI holds frames in decoding order, with no presentation times: where it becomes
+    Matroska, the times FFmpeg makes up must show each frame, identical, when the AVI did
+    (B-frames included); where they would not (packed B-frames, H.264 with B-pyramids),
+    it stays an AVI."""
+    source = samples.SAMPLES[name][0](tmp_path)
+    detected, _, data = clean(stripping, source.read_bytes())
+    cleaned = tmp_path / f"cleaned.{detected.extension}"
+    cleaned.write_bytes(data)
+    before = _frame_times_and_hashes(source)
+    assert len(before) >= 18  # 20 frames made; packed Xvid decodes 18 of them
+    assert _frame_times_and_hashes(cleaned) == before
+
+
 def test_mp4_keeps_rotation_and_drops_the_gps_track(stripping: Stripping, tmp_path: Path) -> None:
     source = samples.mp4(tmp_path)
     assert [s["codec_type"] for s in judge.ffprobe(source)["streams"]].count("subtitle") == 1
@@ -106,7 +148,10 @@ def _frames(path: Path) -> list[tuple[str, int]]:
     ]
 
 
-STREAMED_OR_AVI = ["mp4", "mov", "3gp", "mkv", "webm", "avi", "avi-h264", "avi-mjpeg", "avi-adpcm"]
+STREAMED_OR_AVI = [
+    *("mp4", "mov", "3gp", "mkv", "webm", "avi", "avi-bframes", "avi-xvid-packed", "avi-h264"),
+    *("avi-mjpeg", "avi-adpcm"),
+]
 
 
 @pytest.mark.parametrize("name", STREAMED_OR_AVI)
