@@ -219,11 +219,32 @@ def _large_avi() -> Path:
     return path
 
 
+def _large_mpeg4_avi() -> Path:
+    """~390 MB of MPEG-4 Part 2 with two B-frames in a row and MP3, in an AVI, as Xvid
+    wrote them: streamed and written as Matroska (before, held in memory as an AVI)."""
+    path = CACHE / "video-390mb-mpeg4.avi"
+    if path.exists():
+        return path
+    partial = CACHE / "video-390mb-mpeg4.partial.avi"
+    samples.ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-f", "lavfi", "-i", "sine",
+        "-t", "330", *samples.FFMPEG_METADATA, "-c:v", "mpeg4", "-bf", "2", "-b:v", "40M",
+        "-maxrate", "40M", "-bufsize", "8M", "-vtag", "XVID", "-c:a", "libmp3lame",
+        str(partial),
+    )  # fmt: skip
+    partial.rename(path)
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "mime", "size_tolerance"),
-    [(_large_video, "video/mp4", 0.01), (_large_avi, "video/x-matroska", 0.03)],
-    ids=["mp4", "avi"],
+    [
+        (_large_video, "video/mp4", 0.01),
+        (_large_avi, "video/x-matroska", 0.03),
+        (_large_mpeg4_avi, "video/x-matroska", 0.03),
+    ],
+    ids=["mp4", "avi", "avi-mpeg4-bframes"],
 )
 def test_a_video_larger_than_the_limit_is_stripped_in_flat_memory(
     make: Callable[[], Path], mime: str, size_tolerance: float, tmp_path: Path
