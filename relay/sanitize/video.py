@@ -268,7 +268,7 @@ class _Plan:
     length_size: int
     searched: bool  # packets searched by the last gate (all of them, or non-slice units)
     user_data: bool  # MPEG-1/2/4 Part 2: user data goes
-    made_up_times: bool  # MPEG-4 in an AVI: the demuxer's times hold only if this order does
+    made_up_times: bool  # by the demuxer (an AVI): right for MPEG-4 only in frame order
     reorders: bool  # the stream's header announced B-frames
     dropped: int = 0  # units removed from inside the stream (SEI, user data)
 
@@ -336,9 +336,10 @@ def _plan(
         # muxer writes this one in the header instead.
         target.metadata["DURATION"] = _duration_tag(duration)
     searched = not codec.startswith(RAW_AUDIO)
-    checked = made_up_times and codec in REORDERED_BY_ONE
     reorders = bool(video and getattr(source.codec_context, "has_b_frames", 0))
-    plan = _Plan(target, _tally(source), syntax, size_bytes, searched, user_data, checked, reorders)
+    plan = _Plan(
+        target, _tally(source), syntax, size_bytes, searched, user_data, made_up_times, reorders
+    )
     plan.dropped = dropped
     return plan, names
 
@@ -404,8 +405,8 @@ def clean(
         audio = list(container.streams.audio)
         rewrapped = formats[0] in WRITTEN_AS
         if rewrapped:
-            reordered = [s.codec_context.name for s in video if s.codec_context.has_b_frames]
-            if set(reordered) - REORDERED_BY_ONE:
+            context = [s.codec_context for s in video]
+            if any(c.has_b_frames and c.name not in REORDERED_BY_ONE for c in context):
                 raise NotStreamable(mime)
             formats = (formats[0], *WRITTEN_AS[formats[0]], formats[3])
         if not video:

@@ -204,36 +204,37 @@ class _Sampler:
         self._thread.join()
 
 
+def _cached(name: str, *arguments: str) -> Path:
+    """CACHE/name, made once by ffmpeg with `arguments` (then the output) into a partial
+    file that takes the name only when complete."""
+    path = CACHE / name
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial" + path.suffix)
+        samples.ffmpeg(*arguments, str(partial))
+        partial.rename(path)
+    return path
+
+
 def _large_avi() -> Path:
     """The same ~400 MB video in an AVI (H.264 with start codes, as AVIs hold it, no
     B-frames, and AAC): streamed and written as Matroska."""
-    path = CACHE / "video-400mb.avi"
-    if path.exists():
-        return path
-    partial = CACHE / "video-400mb.partial.avi"
-    samples.ffmpeg(
+    return _cached(
+        "video-400mb.avi",
         "-i", str(_large_video()), "-map", "0", "-c", "copy", "-bsf:v", "h264_mp4toannexb",
-        *samples.FFMPEG_METADATA, str(partial),
+        *samples.FFMPEG_METADATA,
     )  # fmt: skip
-    partial.rename(path)
-    return path
 
 
 def _large_mpeg4_avi() -> Path:
     """~390 MB of MPEG-4 Part 2 with two B-frames in a row and MP3, in an AVI, as Xvid
     wrote them: streamed and written as Matroska (before, held in memory as an AVI)."""
-    path = CACHE / "video-390mb-mpeg4.avi"
-    if path.exists():
-        return path
-    partial = CACHE / "video-390mb-mpeg4.partial.avi"
-    samples.ffmpeg(
+    return _cached(
+        "video-390mb-mpeg4.avi",
         "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-f", "lavfi", "-i", "sine",
         "-t", "330", *samples.FFMPEG_METADATA, "-c:v", "mpeg4", "-bf", "2", "-b:v", "40M",
         "-maxrate", "40M", "-bufsize", "8M", "-vtag", "XVID", "-c:a", "libmp3lame",
-        str(partial),
     )  # fmt: skip
-    partial.rename(path)
-    return path
 
 
 @pytest.mark.slow
