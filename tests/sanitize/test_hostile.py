@@ -98,6 +98,18 @@ def test_a_playlist_named_mp4_opens_nothing(stripping: Stripping, tmp_path: Path
         sandboxed.strip("video/mp4", io.BytesIO(playlist.encode()), io.BytesIO())
 
 
+def test_packed_mpeg4_outside_an_avi_is_refused(stripping: Stripping, tmp_path: Path) -> None:
+    """DivX's packed B-frames (two frames in one packet) copied into Matroska: the second
+    frame is found only through the user data that cleaning removes, so the file is
+    refused rather than delivered with frames missing."""
+    packed = tmp_path / "packed.mkv"
+    samples.ffmpeg(
+        "-fflags", "+genpts", "-i", str(samples.avi_xvid_packed(tmp_path)), "-map", "0",
+        "-c", "copy", str(packed),
+    )  # fmt: skip
+    assert isinstance(_refusal(stripping, packed.read_bytes()), Malformed)
+
+
 def test_media_without_media_is_refused(stripping: Stripping, tmp_path: Path) -> None:
     """An MP3 that is only tags (no audio frames): nothing to clean, nothing to send."""
     from mutagen import id3
