@@ -17,7 +17,7 @@ from crypto.keys import SigningKey
 from onion.address import ClientAuthKey
 
 from .datadir import RelayKeys
-from .errors import ClientError, NotFound
+from .errors import ClientError, Conflict, NotFound
 from .store import Contact, MemberKeys, Store
 
 
@@ -45,6 +45,11 @@ def _directory_contact(contact: Contact) -> DirectoryContact:
     )
 
 
+# Versions lost to another publisher before this one gives up (each loss is one other
+# directory signed in the same moment).
+PUBLISH_ATTEMPTS = 5
+
+
 async def publish_directory(
     store: Store,
     key: SigningKey,
@@ -55,14 +60,27 @@ async def publish_directory(
     """Signs the current contacts, and the relay's onion addresses (`services`: service
     name to `….onion`, e.g. "source" and "journalist"), and its codename salt (which a
     source's `amanah-drop` needs to derive its login on the device), as the next
-    directory version. Returns the version."""
-    latest = await store.latest_directory()
-    version = 1 if latest is None else latest[0] + 1
-    contacts = tuple(_directory_contact(c) for c in await store.list_contacts())
-    directory = Directory(version, now, contacts, dict(services or {}), codename_salt)
-    document = sign_directory(directory, key)
-    await store.save_directory(version, now, document)
-    return version
+    directory version. Returns the version.
+
+    Another process may sign the same version meanwhile: the running relay when it sees
+    new onion keys, while `amanah keys rotate` publishes them too. The store keeps the
+    first; this one is then signed again, as the version after it, from the contacts as
+    they are now."""
+    attempts = PUBLISH_ATTEMPTS
+    while True:
+        latest = await store.latest_directory()
+        version = 1 if latest is None else latest[0] + 1
+        contacts = tuple(_directory_contact(c) for c in await store.list_contacts())
+        directory = Directory(version, now, contacts, dict(services or {}), codename_salt)
+        document = sign_directory(directory, key)
+        try:
+            await store.save_directory(version, now, document)
+        except Conflict:
+            attempts -= 1
+            if not attempts:
+                raise
+            continue
+        return version
 
 
 async def publish_codename_salt(store: Store, keys: RelayKeys, now: int) -> int | None:

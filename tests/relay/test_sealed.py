@@ -178,6 +178,37 @@ async def test_an_older_data_directory_gets_its_salt_signed_in_at_start(tmp_path
     assert "signed the codename salt into the contact directory" in process.logs
 
 
+async def test_a_directory_signed_meanwhile_elsewhere_is_followed_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`amanah keys rotate` and the running relay may each sign a directory at the same
+    moment, on two connections to one database. The one that loses signs the next version
+    instead of failing."""
+    data = tmp_path / "data"
+    init_data(data)
+    keys = datadir.load_keys(data)
+    async with (
+        await Store.open(data / "amanah.db") as command,
+        await Store.open(data / "amanah.db") as relay,
+    ):
+        first = await contacts.publish_directory(command, keys.directory_key, 1_700_000_000)
+        read_latest = command.latest_directory
+
+        async def relay_signs_meanwhile() -> tuple[int, bytes] | None:
+            latest = await read_latest()
+            monkeypatch.setattr(command, "latest_directory", read_latest)  # once only
+            await contacts.publish_directory(relay, keys.directory_key, 1_700_000_001)
+            return latest
+
+        monkeypatch.setattr(command, "latest_directory", relay_signs_meanwhile)
+        version = await contacts.publish_directory(command, keys.directory_key, 1_700_000_002)
+        latest = await relay.latest_directory()
+    assert version == first + 2
+    assert latest is not None and latest[0] == version
+    directory, _ = verify_directory(latest[1], None)
+    assert directory.version == version and directory.issued_at == 1_700_000_002
+
+
 # --- a good one ---------------------------------------------------------------------------------
 
 
