@@ -1,13 +1,14 @@
-"""Audio through the ffmpeg CLI: remux without re-encoding (FLAC excepted), keeping only the
-audio streams, and dropping every tag, chapter and encoder string. Also the table of every
-audio and video format (`FORMATS`), and the rules video.py shares.
+"""MP3, FLAC and WAV through the ffmpeg CLI: remux without re-encoding (FLAC excepted),
+keeping only the audio streams, and dropping every tag, chapter and encoder string. Also
+the table of every audio and video format (`FORMATS`), and the rules video.py shares.
 
-Why the CLI here, and PyAV for videos (video.py): audio files are small (an hour of AAC is
-~60 MB), so the memfd the CLI reads from costs little, and the CLI path has the MP3 and FLAC
-steps it needs (mutagen first, a FLAC re-encode); Debian's ffmpeg runs as its own process
-under the worker's limits, and a crash in a demuxer kills that process, not the worker that
-reports it. Videos stream instead (video.py), an AVI as Matroska, since the AVI muxer seeks
-back to finish its header and cannot write forward only. An AVI that cannot become
+Why the CLI here, and PyAV for videos, M4A and Ogg (video.py, streamed in flat memory):
+these three need steps before or instead of a remux (MP3: tags cut out of the input with
+mutagen; FLAC: a re-encode; WAV: its muxer seeks back to write its sizes), which take the
+whole file (a memfd, ~2x its size in RAM with the result); Debian's ffmpeg runs as its own
+process under the worker's limits, and a crash in a demuxer kills that process, not the
+worker that reports it. Videos stream instead (video.py), an AVI as Matroska, since the AVI
+muxer seeks back to finish its header and cannot write forward only. An AVI that cannot become
 Matroska (B-frames other than MPEG-4's plain ones, a codec Matroska's muxer does not list:
 video.WRITTEN_AS) comes here after all and is held in RAM twice, input and result; its
 MPEG-4 user data stays (no bitstream filter of ffmpeg removes it).

@@ -1,6 +1,7 @@
-"""Video (MP4, MOV, 3GP, Matroska, WebM, AVI) remuxed in the worker with PyAV, streamed: the
-input read through `channel.RemoteInput`, the result written forward only and sent to the
-relay as it is made, so memory stays flat whatever the file's size.
+"""Video (MP4, MOV, 3GP, Matroska, WebM, AVI) and audio in M4A or Ogg (Vorbis, Opus, FLAC)
+remuxed in the worker with PyAV, streamed: the input read through `channel.RemoteInput`,
+the result written forward only and sent to the relay as it is made, so memory stays flat
+whatever the file's size.
 
 Why PyAV here and the ffmpeg CLI elsewhere: the CLI can only read a seekable input from a
 path (a memfd held the whole file: 2.1x its size in RAM with the result); PyAV reads from a
@@ -26,13 +27,13 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
 - the result is written forward only: fragmented MP4 (a fragment at each key frame and at
   least every `FRAGMENT_BYTES`; the moov waits for the first fragment, so the edit list that
   hides the audio encoder's priming samples is kept, while the trim of its padding at the
-  end has no place: one more AAC frame of padding plays) or Matroska without cues, whose
-  Duration is written up front from the input's; an AVI becomes Matroska (the AVI muxer
-  seeks back to finish its header);
+  end has no place: one more AAC frame of padding plays), Matroska without cues, whose
+  Duration is written up front from the input's, or Ogg (its pages go out as they fill);
+  an AVI becomes Matroska (the AVI muxer seeks back to finish its header);
 - the result is read back while it is written (`Readback`, a second demuxer in a thread,
   handed the muxer's pieces in memory) and must hold the same streams, the same number of
   packets in each, the input's duration, and decode (the first frames of video, the first
-  packets of sound);
+  packets of its sound; a result with sound only, all of it);
 - the last gate (gate.py) searches the input's tag values in everything the result takes
   from the input except coded slices.
 
@@ -45,6 +46,7 @@ sandbox gives the file to media.py instead).
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,8 +61,10 @@ from . import channel, gate, media, mpegvideo, nal, records
 from .media import MediaError
 
 # The formats (demuxer, muxer, result's type) are media.FORMATS's. These muxers write the
-# MP4 family, as fragmented MP4; the others (Matroska, WebM) write Matroska without cues.
+# MP4 family (M4A too), as fragmented MP4; these, Matroska without cues; Ogg's needs no
+# options to write forward only.
 MP4_MUXERS = frozenset({"mp4", "mov", "3gp", "ipod"})
+MATROSKA_MUXERS = frozenset({"matroska", "webm"})
 # The muxer holds one fragment (MP4) or cluster (Matroska) before writing it: this bounds
 # that memory whatever the key-frame interval.
 FRAGMENT_BYTES = 4 << 20
@@ -68,8 +72,9 @@ FRAGMENT_BYTES = 4 << 20
 # block, so that reads going forward are whole blocks, handed over without a copy.
 IO_BUFFER = 1 << 18
 INPUT_BUFFER = channel.BLOCK
-# The first frames are decoded (each 720p frame of a phone's video costs ~8 ms), the rest
-# demuxed and counted.
+# The first frames of a video are decoded (each 720p frame of a phone's video costs ~8 ms),
+# the rest demuxed and counted; a result holding sound only is decoded whole (an hour of
+# AAC in a few seconds, in the readback's thread while the remux goes on).
 DECODED_VIDEO_FRAMES = 3
 DECODED_AUDIO_PACKETS = 20
 # Side data a player needs (priming samples to skip, a palette, a mid-stream change of
@@ -95,6 +100,9 @@ REORDERED_BY_ONE = frozenset({"mpeg4"})
 PEEKED_PACKETS = 64
 SEI_NAME = "encoder data in the video stream (SEI)"
 USER_DATA_NAME = "encoder data in the video stream (user data)"
+# A packet's duration this large is a negative 32-bit number read unsigned: FFmpeg's Ogg
+# demuxer gives one to a last packet whose end trim starts before it (mutagen's empty.ogg).
+WRAPPED_DURATION = 1 << 31
 RAW_AUDIO = "pcm_"  # raw samples: nothing can hide in them that a tag names; not searched
 
 
@@ -145,7 +153,10 @@ class Tally:
             return
         if self.time_base is None:
             self.time_base = Fraction(packet.time_base)
-        end = stamp + (packet.duration or 0)
+        duration = packet.duration or 0
+        if duration >= WRAPPED_DURATION:
+            duration = 0  # FFmpeg's Ogg demuxer: an end trim past a packet's start, wrapped
+        end = stamp + duration
         self.first = stamp if self.first is None else min(self.first, stamp)
         self.last = end if self.last is None else max(self.last, end)
 
@@ -198,8 +209,9 @@ class Readback:
     stream's packets and their span, decodes the first frames. `error` holds what went
     wrong, if anything, once `finish` has returned."""
 
-    def __init__(self, demuxer: str) -> None:
+    def __init__(self, demuxer: str, whole_audio: bool) -> None:
         self._demuxer = demuxer
+        self._whole_audio = whole_audio
         self.tallies: list[Tally] = []
         self.error: BaseException | None = None
         self._input = _Queued()
@@ -227,7 +239,8 @@ class Readback:
                     stream.codec_context.thread_count = 1
             self.tallies = [_tally(s) for s in streams]
             decoded = [0] * len(streams)
-            limits = {"video": DECODED_VIDEO_FRAMES, "audio": DECODED_AUDIO_PACKETS}
+            audio = sys.maxsize if self._whole_audio else DECODED_AUDIO_PACKETS
+            limits = {"video": DECODED_VIDEO_FRAMES, "audio": audio}
             for packet in result.demux():
                 if packet.size == 0:
                     continue
@@ -282,7 +295,7 @@ def _muxer_options(muxer: str) -> dict[str, str]:
     if muxer in MP4_MUXERS:
         options["movflags"] = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
         options["frag_size"] = str(FRAGMENT_BYTES)
-    else:
+    elif muxer in MATROSKA_MUXERS:
         options["cluster_size_limit"] = str(FRAGMENT_BYTES)
     return options
 
@@ -331,7 +344,7 @@ def _plan(
     if extradata != original:
         target.codec_context.extradata = extradata
     search.feed(extradata, ("extradata", source.index))
-    if duration and muxer not in MP4_MUXERS:
+    if duration and muxer in MATROSKA_MUXERS:
         # Matroska written forward only has no place for a duration found at the end: the
         # muxer writes this one in the header instead.
         target.metadata["DURATION"] = _duration_tag(duration)
@@ -418,7 +431,7 @@ def clean(
         declared = container.duration
         names = media.removed_names(document, audio_only=not video)
         search = gate.Search(media.tag_values(document))
-        readback = Readback(media.readback_demuxer(muxer))
+        readback = Readback(media.readback_demuxer(muxer), whole_audio=not video)
         tee = _Tee(link, readback)
         try:
             plans = _remux(container, kept, muxer, tee, search, names, rewrapped)

@@ -5,7 +5,7 @@ Protocol: argv holds the mode and its descriptors, then the MIME type and the ou
 limit:
 
     files IN OUT MIME LIMIT       IN is the input in an anonymous in-memory file (memfd),
-                                  OUT an empty memfd for the result (pictures, audio, an
+                                  OUT an empty memfd for the result (pictures, MP3, FLAC, WAV, an
                                   AVI that could not stream)
     stream IN OUT MIME LIMIT SIZE IN and OUT are Unix sockets to the relay, which serves the
                                   SIZE bytes of input on request and takes the result as it
@@ -66,8 +66,10 @@ OPEN_FILES = 64
 # Inner time limit for one ffmpeg run; the outer, wall-clock one kills the process group.
 FFMPEG_TIMEOUT = 600.0
 
-# Videos remuxed by video.py, streamed over a channel: the relay's memory stays flat. An AVI
-# is written as Matroska (its own muxer must seek back to finish its header).
+# Videos, M4A and Ogg remuxed by video.py, streamed over a channel: the relay's memory stays
+# flat. An AVI is written as Matroska (its own muxer must seek back to finish its header).
+# MP3, FLAC and WAV go through media.py (their tags are cut out of the input first, or the
+# audio re-encoded), from memfds.
 STREAMED = frozenset(
     {
         "video/mp4",
@@ -76,6 +78,9 @@ STREAMED = frozenset(
         "video/x-matroska",
         "video/webm",
         "video/x-msvideo",
+        "audio/x-m4a",
+        "audio/mp4",
+        "audio/ogg",
     }
 )
 # A streamed worker's answer for an input it cannot write forward only (an AVI that cannot

@@ -77,6 +77,15 @@ STRUCTURAL = frozenset(
 # tracks' defaults), mfhd's sequence number, tfhd/tfdt/trun (each fragment's track, start
 # time and sample sizes) and mfra (the random-access index at the end).
 
+# exiftool's Vorbis group: the identification header's fields and the comment header's
+# vendor; any other name in it is a comment.
+VORBIS_HEADER = frozenset(
+    """
+    VorbisVersion AudioChannels SampleRate MaximumBitrate NominalBitrate MinimumBitrate
+    Vendor
+    """.split()
+)
+
 # Values ffmpeg writes under +bitexact, or that mean "nothing".
 NEUTRAL_VALUE = re.compile(
     r"^(|0|0000:00:00 00:00:00|Lavf|Lavc|ffmpeg|FFmpeg|Apple|VideoHandler|SoundHandler|"
@@ -127,9 +136,11 @@ def unexpected_tags(path: Path) -> dict[str, Any]:
     """Tags in a cleaned file that are neither structural nor neutral."""
     found = {}
     for key, value in tags(exiftool(path)).items():
-        name = _split(key)[1]
+        group, name = _split(key)
         if name.startswith("Warning") or name == "Error":
             found[key] = value
+        elif group == "Vorbis" and name not in VORBIS_HEADER:
+            found[key] = value  # a comment, whatever its name (DURATION is no structure)
         elif name in NEUTRAL_ONLY:
             if not NEUTRAL_VALUE.match(str(value).strip()):
                 found[key] = value

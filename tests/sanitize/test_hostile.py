@@ -110,6 +110,20 @@ def test_packed_mpeg4_outside_an_avi_is_refused(stripping: Stripping, tmp_path: 
     assert isinstance(_refusal(stripping, packed.read_bytes()), Malformed)
 
 
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.9])
+def test_a_damaged_frame_anywhere_in_a_recording_is_refused(
+    where: float, stripping: Stripping, tmp_path: Path
+) -> None:
+    """A recording's sound is decoded whole after the remux, not only its first frames as
+    a video's: 64 bytes of an M4A's AAC overwritten anywhere make it a refusal (with the
+    first 20 packets decoded, all three went through)."""
+    data = bytearray(samples.m4a(tmp_path).read_bytes())
+    start = data.index(b"mdat")
+    at = start + int((len(data) - start) * where)
+    data[at : at + 64] = b"\xff" * 64
+    assert isinstance(_refusal(stripping, bytes(data)), Malformed)
+
+
 def test_media_without_media_is_refused(stripping: Stripping, tmp_path: Path) -> None:
     """An MP3 that is only tags (no audio frames): nothing to clean, nothing to send."""
     from mutagen import id3
