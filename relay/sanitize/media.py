@@ -1,17 +1,18 @@
-"""MP3, FLAC and WAV through the ffmpeg CLI: remux without re-encoding (FLAC excepted),
-keeping only the audio streams, and dropping every tag, chapter and encoder string. Also
-the table of every audio and video format (`FORMATS`), and the rules video.py shares.
+"""MP3 and FLAC through the ffmpeg CLI: remux without re-encoding (FLAC excepted), keeping
+only the audio streams, and dropping every tag, chapter and encoder string; also a WAV of
+compressed sound, which video.py cannot write forward only. Also the table of every audio
+and video format (`FORMATS`), and the rules video.py shares.
 
-Why the CLI here, and PyAV for videos, M4A and Ogg (video.py, streamed in flat memory):
-these three need steps before or instead of a remux (MP3: tags cut out of the input with
-mutagen; FLAC: a re-encode; WAV: its muxer seeks back to write its sizes), which take the
-whole file (a memfd, ~2x its size in RAM with the result); Debian's ffmpeg runs as its own
-process under the worker's limits, and a crash in a demuxer kills that process, not the
-worker that reports it. Videos stream instead (video.py), an AVI as Matroska, since the AVI
-muxer seeks back to finish its header and cannot write forward only. An AVI that cannot become
-Matroska (B-frames other than MPEG-4's plain ones, a codec Matroska's muxer does not list:
-video.WRITTEN_AS) comes here after all and is held in RAM twice, input and result; its
-MPEG-4 user data stays (no bitstream filter of ffmpeg removes it).
+Why the CLI here, and PyAV for videos, M4A, Ogg and WAV (video.py, streamed in flat
+memory): these need steps before or instead of a remux (MP3: tags cut out of the input
+with mutagen; FLAC: a re-encode), which take the whole file (a memfd, ~2x its size in RAM
+with the result); Debian's ffmpeg runs as its own process under the worker's limits, and a
+crash in a demuxer kills that process, not the worker that reports it. Videos stream
+instead (video.py), an AVI as Matroska, since the AVI muxer seeks back to finish its header
+and cannot write forward only. An AVI that cannot become Matroska (B-frames other than
+MPEG-4's plain ones, a codec Matroska's muxer does not list: video.WRITTEN_AS) comes here
+after all and is held in RAM twice, input and result; its MPEG-4 user data stays (no
+bitstream filter of ffmpeg removes it).
 
 Rules (measured in notes/metadata.md):
 - the demuxer is forced from the type libmagic found and only the `file` protocol is

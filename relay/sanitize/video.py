@@ -1,7 +1,7 @@
-"""Video (MP4, MOV, 3GP, Matroska, WebM, AVI) and audio in M4A or Ogg (Vorbis, Opus, FLAC)
-remuxed in the worker with PyAV, streamed: the input read through `channel.RemoteInput`,
-the result written forward only and sent to the relay as it is made, so memory stays flat
-whatever the file's size.
+"""Video (MP4, MOV, 3GP, Matroska, WebM, AVI) and audio in M4A, Ogg (Vorbis, Opus, FLAC)
+or WAV (raw samples) remuxed in the worker with PyAV, streamed: the input read through
+`channel.RemoteInput`, the result written forward only and sent to the relay as it is
+made, so memory stays flat whatever the file's size.
 
 Why PyAV here and the ffmpeg CLI elsewhere: the CLI can only read a seekable input from a
 path (a memfd held the whole file: 2.1x its size in RAM with the result); PyAV reads from a
@@ -28,8 +28,10 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
   least every `FRAGMENT_BYTES`; the moov waits for the first fragment, so the edit list that
   hides the audio encoder's priming samples is kept, while the trim of its padding at the
   end has no place: one more AAC frame of padding plays), Matroska without cues, whose
-  Duration is written up front from the input's, or Ogg (its pages go out as they fill);
-  an AVI becomes Matroska (the AVI muxer seeks back to finish its header);
+  Duration is written up front from the input's, Ogg (its pages go out as they fill), or
+  WAV (its samples counted in a first reading, so that the header's sizes are known
+  before it is sent: wave.py); an AVI becomes Matroska (the AVI muxer seeks back to
+  finish its header);
 - the result is read back while it is written (`Readback`, a second demuxer in a thread,
   handed the muxer's pieces in memory) and must hold the same streams, the same number of
   packets in each, the input's duration, and decode (the first frames of video, the first
@@ -57,7 +59,7 @@ import av
 import av.container
 import av.stream
 
-from . import channel, gate, media, mpegvideo, nal, records
+from . import channel, gate, media, mpegvideo, nal, records, wave
 from .media import MediaError
 
 # The formats (demuxer, muxer, result's type) are media.FORMATS's. These muxers write the
@@ -434,23 +436,63 @@ def clean(
         readback = Readback(media.readback_demuxer(muxer), whole_audio=not video)
         tee = _Tee(link, readback)
         try:
-            plans = _remux(container, kept, muxer, tee, search, names, rewrapped)
+            if muxer == "wav":
+                tallies, inside = _copy_wav(container, kept, tee, source), []
+            else:
+                plans = _remux(container, kept, muxer, tee, search, names, rewrapped)
+                tallies = [plan.tally for plan in plans]
+                inside = [plan.dropped_name for plan in plans if plan.dropped]
         except Exception as exc:
-            if rewrapped and not link.written:
-                # Nothing went out yet (Matroska refused a codec its muxer does not list, or
-                # the first packets showed frames it cannot keep in order): the AVI muxer
-                # may still take the file; one that is malformed is refused there.
+            if (rewrapped or muxer == "wav") and not link.written:
+                # Nothing went out yet (Matroska refused a codec its muxer does not list,
+                # the first packets showed frames it cannot keep in order, a WAV's sound
+                # is not raw samples): the AVI or WAV muxer of media.py may still take the
+                # file; one that is malformed is refused there.
                 raise NotStreamable(mime) from exc
             raise
         finally:
             readback.finish()
     if readback.error is not None:
         raise MediaError("the result does not read back") from readback.error
-    _compare([plan.tally for plan in plans], readback.tallies, declared)
+    _compare(tallies, readback.tallies, declared)
     if search.found:
         return {"ok": False, "reason": "malformed"}  # metadata inside the stream itself
-    names += list(dict.fromkeys(plan.dropped_name for plan in plans if plan.dropped))
+    names += list(dict.fromkeys(inside))
     return {"ok": True, "mime": out_mime, "removed": names, "note": ""}
+
+
+def _copy_wav(
+    container: av.container.InputContainer,
+    kept: Sequence[av.stream.Stream],
+    tee: _Tee,
+    source: BinaryIO | channel.RemoteInput,
+) -> list[Tally]:
+    """Writes a WAV of the input's raw samples: the demuxer reads them twice, first to
+    count their bytes for the header (wave.py), then to send them after it. Returns what
+    the second reading held. Raises wave.Unwritable before writing anything for sound that
+    is not raw samples (a compressed stream would need a fact chunk written last; raw
+    samples are not searched by the last gate, RAW_AUDIO) or does not fit a WAV's sizes."""
+    if len(kept) != 1 or not kept[0].codec_context.name.startswith(RAW_AUDIO):
+        raise wave.Unwritable("not one stream of raw samples")
+    size = sum(packet.size for packet in container.demux(kept[0]))
+    source.seek(0)
+    with av.open(source, "r", format="wav", buffer_size=INPUT_BUFFER, io_open=_no_io) as again:
+        [stream] = again.streams.audio
+        tee.write(wave.header(stream, size))
+        tally, written, pending = _tally(stream), 0, bytearray()
+        for packet in again.demux(stream):
+            if packet.size == 0:
+                continue
+            tally.count(packet)
+            written += packet.size
+            pending += memoryview(packet)
+            if len(pending) >= IO_BUFFER:
+                tee.write(bytes(pending))
+                pending.clear()
+        if written != size:
+            raise MediaError("the sound changed between two readings")
+        tee.write(bytes(pending) + b"\0" * (size & 1))  # a RIFF chunk ends on an even byte
+    return [tally]
 
 
 def _remux(

@@ -5,7 +5,7 @@ Protocol: argv holds the mode and its descriptors, then the MIME type and the ou
 limit:
 
     files IN OUT MIME LIMIT       IN is the input in an anonymous in-memory file (memfd),
-                                  OUT an empty memfd for the result (pictures, MP3, FLAC, WAV, an
+                                  OUT an empty memfd for the result (pictures, MP3, FLAC, an
                                   AVI that could not stream)
     stream IN OUT MIME LIMIT SIZE IN and OUT are Unix sockets to the relay, which serves the
                                   SIZE bytes of input on request and takes the result as it
@@ -66,10 +66,10 @@ OPEN_FILES = 64
 # Inner time limit for one ffmpeg run; the outer, wall-clock one kills the process group.
 FFMPEG_TIMEOUT = 600.0
 
-# Videos, M4A and Ogg remuxed by video.py, streamed over a channel: the relay's memory stays
-# flat. An AVI is written as Matroska (its own muxer must seek back to finish its header).
-# MP3, FLAC and WAV go through media.py (their tags are cut out of the input first, or the
-# audio re-encoded), from memfds.
+# Videos, M4A, Ogg and WAV remuxed by video.py, streamed over a channel: the relay's memory
+# stays flat. An AVI is written as Matroska (its own muxer must seek back to finish its
+# header), a WAV with its sizes counted first (wave.py). MP3 and FLAC go through media.py
+# (their tags are cut out of the input first, or the audio re-encoded), from memfds.
 STREAMED = frozenset(
     {
         "video/mp4",
@@ -81,6 +81,8 @@ STREAMED = frozenset(
         "audio/x-m4a",
         "audio/mp4",
         "audio/ogg",
+        "audio/x-wav",
+        "audio/wav",
     }
 )
 # A streamed worker's answer for an input it cannot write forward only (an AVI that cannot

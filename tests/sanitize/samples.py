@@ -144,7 +144,7 @@ def avif(folder: Path) -> Path:
     return path
 
 
-def _tone(folder: Path, name: str, *codec: str) -> Path:
+def tone(folder: Path, name: str, *codec: str) -> Path:
     path = folder / name
     ffmpeg(
         "-f", "lavfi", "-i", "sine=frequency=440:duration=2", *FFMPEG_METADATA, *codec, str(path)
@@ -155,7 +155,7 @@ def _tone(folder: Path, name: str, *codec: str) -> Path:
 def mp3(folder: Path) -> Path:
     from mutagen import apev2, id3
 
-    path = _tone(folder, "in.mp3", "-c:a", "libmp3lame", "-id3v2_version", "3", "-write_id3v1", "1")
+    path = tone(folder, "in.mp3", "-c:a", "libmp3lame", "-id3v2_version", "3", "-write_id3v1", "1")
     tags = id3.ID3(path)
     tags.add(id3.TPE1(text=[PERSON]))
     tags.add(id3.TXXX(desc="where", text=[PLACE]))
@@ -171,7 +171,7 @@ def mp3(folder: Path) -> Path:
 def flac(folder: Path) -> Path:
     from mutagen.flac import FLAC, Picture
 
-    path = _tone(folder, "in.flac", "-c:a", "flac")
+    path = tone(folder, "in.flac", "-c:a", "flac")
     audio = FLAC(path)
     audio["artist"] = PERSON
     audio["location"] = PLACE
@@ -184,19 +184,19 @@ def flac(folder: Path) -> Path:
 
 
 def ogg_vorbis(folder: Path) -> Path:
-    return _tone(folder, "in.ogg", "-c:a", "libvorbis")
+    return tone(folder, "in.ogg", "-c:a", "libvorbis")
 
 
 def opus(folder: Path) -> Path:
-    return _tone(folder, "in.opus", "-c:a", "libopus", "-f", "ogg")
+    return tone(folder, "in.opus", "-c:a", "libopus", "-f", "ogg")
 
 
 def wav(folder: Path) -> Path:
-    return _tone(folder, "in.wav", "-c:a", "pcm_s16le", "-write_bext", "1")
+    return tone(folder, "in.wav", "-c:a", "pcm_s16le", "-write_bext", "1")
 
 
 def m4a(folder: Path) -> Path:
-    return _tone(folder, "in.m4a", "-c:a", "aac")
+    return tone(folder, "in.m4a", "-c:a", "aac")
 
 
 def _video(folder: Path, name: str, codec: list[str], fmt: list[str], extra: list[str]) -> Path:

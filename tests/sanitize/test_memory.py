@@ -262,6 +262,11 @@ def _large_ogg() -> Path:
     return _looped_audio("flac.oga", "-c:a", "flac", "-f", "ogg")
 
 
+def _large_wav() -> Path:
+    """~23 minutes of 24-bit stereo in a WAV, as a field recorder writes."""
+    return _looped_audio("s24.wav", "-c:a", "pcm_s24le")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "mime", "size_tolerance", "tag"),
@@ -271,8 +276,9 @@ def _large_ogg() -> Path:
         (_large_mpeg4_avi, "video/x-matroska", 0.03, "container tag artist"),
         (_large_m4a, "audio/x-m4a", 0.01, "container tag artist"),
         (_large_ogg, "audio/ogg", 0.01, "stream tag artist"),  # Ogg's tags are its stream's
+        (_large_wav, "audio/x-wav", 0.01, "container tag artist"),
     ],
-    ids=["mp4", "avi", "avi-mpeg4-bframes", "m4a-alac", "ogg-flac"],
+    ids=["mp4", "avi", "avi-mpeg4-bframes", "m4a-alac", "ogg-flac", "wav-s24"],
 )
 def test_a_large_file_is_stripped_in_flat_memory(
     make: Callable[[], Path], mime: str, size_tolerance: float, tag: str, tmp_path: Path
@@ -374,14 +380,14 @@ def _recording_modes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.mark.parametrize(
     ("name", "mode"),
-    [("m4a", "stream"), ("opus", "stream"), ("ogg-vorbis", "stream"), ("mp3", "files"),
-     ("flac", "files"), ("wav", "files")],
+    [("m4a", "stream"), ("opus", "stream"), ("ogg-vorbis", "stream"), ("wav", "stream"),
+     ("mp3", "files"), ("flac", "files")],
 )  # fmt: skip
-def test_m4a_and_ogg_stream_and_the_other_sounds_take_memfds(
+def test_m4a_ogg_and_wav_stream_and_mp3_and_flac_take_memfds(
     name: str, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An M4A or an Ogg is remuxed as a video is, forward only over the links; MP3, FLAC and
-    WAV need their whole file (tags cut out first, a re-encode, sizes written last)."""
+    """An M4A, an Ogg or a WAV is written forward only over the links; MP3 and FLAC need
+    their whole file (tags cut out first, a re-encode)."""
     modes = _recording_modes(monkeypatch)
     make, mime = samples.SAMPLES[name]
     data = make(tmp_path).read_bytes()
@@ -391,6 +397,72 @@ def test_m4a_and_ogg_stream_and_the_other_sounds_take_memfds(
     assert outcome.mime == mime
     assert outcome.original_sha256 == hashlib.sha256(data).hexdigest()
     assert len(out.getvalue()) > 0.5 * len(data)
+
+
+@pytest.mark.parametrize(
+    "codec",
+    [
+        ("-c:a", "pcm_s16le", "-ac", "2"),
+        ("-c:a", "pcm_s24le", "-ac", "6"),  # WAVE_FORMAT_EXTENSIBLE
+        ("-c:a", "pcm_f32le", "-ac", "1"),
+        ("-c:a", "pcm_u8", "-ac", "1", "-ar", "11025", "-t", "1"),  # 11025 bytes: padded
+    ],
+    ids=["s16-stereo", "s24-6ch", "f32-mono", "u8-odd"],
+)
+def test_a_streamed_wav_has_its_sizes_right(
+    codec: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WAV's sizes are counted before its header is sent: RIFF's covers the file, the
+    chunks (fmt, fact for float, data) tile it, the fact chunk counts the frames, and the
+    samples decode as the input's (Debian's ffmpeg). For integer samples the file is byte
+    for byte what that ffmpeg writes seeking back (media.py, from memfds); for float, its
+    FFmpeg 5.1 writes WAVE_FORMAT_EXTENSIBLE, PyAV's FFmpeg 8 the plain float format."""
+    modes = _recording_modes(monkeypatch)
+    source = samples.tone(tmp_path, "in.wav", *codec, "-write_bext", "1")
+    data = source.read_bytes()
+    streamed = io.BytesIO()
+    Sandboxed().strip("audio/x-wav", io.BytesIO(data), streamed)
+    result = streamed.getvalue()
+    assert modes == ["stream"]
+    assert result[:4] == b"RIFF" and int.from_bytes(result[4:8], "little") == len(result) - 8
+    chunks, at = {}, 12
+    while at < len(result):
+        size = int.from_bytes(result[at + 4 : at + 8], "little")
+        chunks[result[at : at + 4]] = result[at + 8 : at + 8 + size]
+        at += 8 + size + size % 2
+    assert at == len(result)
+    block_align = int.from_bytes(chunks[b"fmt "][12:14], "little")
+    if b"fact" in chunks:
+        assert int.from_bytes(chunks[b"fact"], "little") * block_align == len(chunks[b"data"])
+    (tmp_path / "out.wav").write_bytes(result)
+    decoded = [
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "f64le", "-"],
+                       capture_output=True, check=True).stdout
+        for path in (source, tmp_path / "out.wav")
+    ]  # fmt: skip
+    assert decoded[0] == decoded[1] and len(decoded[0]) > 8000
+    if "pcm_f32le" not in codec:
+        in_fd, out_fd = _memfd(data), os.memfd_create("out", 0)
+        try:
+            assert worker.clean_media("audio/x-wav", worker.Files(in_fd, out_fd))["ok"]
+            assert os.pread(out_fd, len(data) + 4096, 0) == result
+        finally:
+            os.close(in_fd)
+            os.close(out_fd)
+
+
+def test_a_wav_of_compressed_sound_takes_the_memfd_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IMA ADPCM in a WAV: FFmpeg's header for it holds a fact chunk written last, so the
+    streaming worker writes nothing and says so, and the file is cleaned from memfds."""
+    modes = _recording_modes(monkeypatch)
+    data = samples.tone(tmp_path, "in.wav", "-c:a", "adpcm_ima_wav").read_bytes()
+    out = io.BytesIO()
+    outcome = Sandboxed().strip("audio/x-wav", io.BytesIO(data), out)
+    assert modes == ["stream", "files"]
+    assert outcome.mime == "audio/x-wav"
+    assert b"fact" in out.getvalue()[:100]
 
 
 def test_a_callers_own_file_is_read_by_the_worker_and_gives_the_same_result(
