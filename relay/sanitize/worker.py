@@ -6,10 +6,10 @@ limit:
 
     files IN OUT MIME LIMIT       IN is the input in an anonymous in-memory file (memfd),
                                   OUT an empty memfd for the result (pictures, MP3, FLAC, an
-                                  AVI that could not stream)
+                                  AVI or a WAV that could not stream)
     stream IN OUT MIME LIMIT SIZE IN and OUT are Unix sockets to the relay, which serves the
                                   SIZE bytes of input on request and takes the result as it
-                                  is written (channel.py; the videos of `STREAMED`)
+                                  is written (channel.py; the types of `STREAMED`)
     stream-file IN OUT ...        the same, IN a read-only descriptor of the caller's own
                                   file (amanah-drop strip on a source's device)
     stream-files IN OUT ...       the same, OUT a write-only descriptor of the caller's
@@ -245,7 +245,7 @@ def _handler(argv: list[str]) -> Callable[[], dict[str, Any]] | None:
     files = Files(int(argv[1]), int(argv[2]))
     if mime in IMAGE_BYTEWISE | IMAGE_REENCODE:
         return lambda: clean_image(mime, files)
-    if mime in media.FORMATS:  # audio, or an AVI that video.py could not stream
+    if mime in media.FORMATS:  # MP3, FLAC, or an AVI or WAV that video.py could not stream
         return lambda: clean_media(mime, files)
     return None
 

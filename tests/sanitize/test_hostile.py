@@ -139,8 +139,10 @@ def test_media_without_media_is_refused(stripping: Stripping, tmp_path: Path) ->
 @pytest.mark.parametrize("seed", range(6))
 def test_random_bytes_with_a_media_type_are_refused(seed: int) -> None:
     data = os.urandom(4096 + seed)
-    media = ("image/jpeg", "image/png", "video/mp4", "audio/flac", "image/heic")
-    for mime in (*media, "audio/x-wav", "audio/ogg", "audio/x-m4a"):
+    for mime in (
+        "image/jpeg", "image/png", "image/heic", "video/mp4", "audio/flac", "audio/x-wav",
+        "audio/ogg", "audio/x-m4a",
+    ):  # fmt: skip
         with pytest.raises(Refused):
             Sandboxed().strip(mime, io.BytesIO(data), io.BytesIO())
 

@@ -128,27 +128,36 @@ def test_latin_values_need_one_utf16_pattern() -> None:
 # --- a video larger than the memory limit, stripped as the relay strips it ----------------
 
 
+def _cached(name: str, *arguments: str) -> Path:
+    """CACHE/name, made once by ffmpeg with `arguments` (then the output) into a partial
+    file that takes the name only when complete."""
+    path = CACHE / name
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial" + path.suffix)
+        samples.ffmpeg(*arguments, str(partial))
+        partial.rename(path)
+    return path
+
+
+def _looped(name: str, clip: Path, loops: int) -> Path:
+    """CACHE/name: `clip` and `loops` copies of it after it, with identifying tags."""
+    return _cached(
+        name, "-stream_loop", str(loops), "-i", str(clip), "-map", "0", "-c", "copy",
+        *samples.FFMPEG_METADATA,
+    )  # fmt: skip
+
+
 def _large_video() -> Path:
     """A ~400 MB H.264/AAC MP4 with its index at the end and identifying tags: a 10 s noisy
     clip, copied five times over (made once per machine, ~5 s)."""
-    path = CACHE / "video-400mb.mp4"
-    if path.exists():
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    clip, partial = CACHE / "clip-10s.partial.mp4", CACHE / "video-400mb.partial.mp4"
-    samples.ffmpeg(
+    clip = _cached(
+        "clip-10s.mp4",
         "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30:duration=10",
         "-f", "lavfi", "-i", "sine=frequency=440:duration=10",
         "-vf", "noise=alls=7:allf=t", *samples.H264, "-qp", "20", "-c:a", "aac",
-        str(clip),
     )  # fmt: skip
-    samples.ffmpeg(
-        "-stream_loop", "4", "-i", str(clip), "-map", "0", "-c", "copy",
-        *samples.FFMPEG_METADATA, str(partial),
-    )  # fmt: skip
-    clip.unlink()
-    partial.rename(path)
-    return path
+    return _looped("video-400mb.mp4", clip, 4)
 
 
 # The relay's side, in a process of its own so that its memory is what is measured: the
@@ -204,18 +213,6 @@ class _Sampler:
         self._thread.join()
 
 
-def _cached(name: str, *arguments: str) -> Path:
-    """CACHE/name, made once by ffmpeg with `arguments` (then the output) into a partial
-    file that takes the name only when complete."""
-    path = CACHE / name
-    if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial" + path.suffix)
-        samples.ffmpeg(*arguments, str(partial))
-        partial.rename(path)
-    return path
-
-
 def _large_avi() -> Path:
     """The same ~400 MB video in an AVI (H.264 with start codes, as AVIs hold it, no
     B-frames, and AAC): streamed and written as Matroska."""
@@ -244,12 +241,7 @@ def _looped_audio(name: str, *codec: str) -> Path:
         f"minute-{name}", "-f", "lavfi", "-i", "anoisesrc=d=60:c=pink:r=48000", "-ac", "2",
         *codec,
     )  # fmt: skip
-    loops = str(400 * MiB // minute.stat().st_size)
-    return _cached(
-        f"audio-400mb-{name}",
-        "-stream_loop", loops, "-i", str(minute), "-map", "0", "-c", "copy",
-        *samples.FFMPEG_METADATA,
-    )  # fmt: skip
+    return _looped(f"audio-400mb-{name}", minute, 400 * MiB // minute.stat().st_size)
 
 
 def _large_m4a() -> Path:
@@ -449,6 +441,30 @@ def test_a_streamed_wav_has_its_sizes_right(
         finally:
             os.close(in_fd)
             os.close(out_fd)
+
+
+@pytest.mark.parametrize("damage", ["cut", "unsized"])
+def test_a_cut_or_unsized_wav_gets_the_sizes_of_what_it_holds(
+    damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recorder that lost power leaves a WAV whose sizes say more than it holds; one that
+    streams leaves them 0xFFFFFFFF. The samples there are kept, and the result's sizes are
+    counted, not copied."""
+    modes = _recording_modes(monkeypatch)
+    data = bytearray(samples.wav(tmp_path).read_bytes())
+    at = data.index(b"data")
+    if damage == "cut":
+        data = data[: at + 8 + (len(data) - at) * 3 // 5 // 4 * 4]
+    else:
+        data[4:8] = data[at + 4 : at + 8] = b"\xff" * 4
+    result = io.BytesIO()
+    Sandboxed().strip("audio/x-wav", io.BytesIO(bytes(data)), result)
+    out = result.getvalue()
+    assert modes == ["stream"]
+    assert int.from_bytes(out[4:8], "little") == len(out) - 8
+    held = len(data) - at - 8
+    assert out[-held - 8 : -held] == b"data" + held.to_bytes(4, "little")
+    assert out[-held:] == data[-held:]
 
 
 def test_a_wav_of_compressed_sound_takes_the_memfd_path(
