@@ -1,13 +1,12 @@
-"""MP3 and FLAC through the ffmpeg CLI: remux without re-encoding (FLAC excepted), keeping
-only the audio streams, and dropping every tag, chapter and encoder string; also a WAV of
-compressed sound, which video.py cannot write forward only. Also the table of every audio
-and video format (`FORMATS`), and the rules video.py shares.
+"""FLAC through the ffmpeg CLI (re-encoded), keeping only the audio streams, and dropping
+every tag, chapter and encoder string; also a WAV of compressed sound, which video.py cannot
+write forward only. Also the table of every audio and video format (`FORMATS`), and the
+rules video.py shares.
 
-Why the CLI here, and PyAV for videos, M4A, Ogg and WAV (video.py, streamed in flat
-memory): these need steps before or instead of a remux (MP3: tags cut out of the input
-with mutagen; FLAC: a re-encode), which take the whole file (a memfd, ~2x its size in RAM
-with the result); Debian's ffmpeg runs as its own process under the worker's limits, and a
-crash in a demuxer kills that process, not the worker that reports it. Videos stream
+Why the CLI here, and PyAV for videos, MP3, M4A, Ogg and WAV (video.py, streamed in flat
+memory): FLAC is re-encoded, not remuxed, which takes the whole file (a memfd, ~2x its size
+in RAM with the result); Debian's ffmpeg runs as its own process under the worker's limits,
+and a crash in a demuxer kills that process, not the worker that reports it. Videos stream
 instead (video.py), an AVI as Matroska, since the AVI muxer seeks back to finish its header
 and cannot write forward only. An AVI that cannot become Matroska (B-frames other than
 MPEG-4's plain ones, a codec Matroska's muxer does not list: video.WRITTEN_AS) comes here
@@ -23,9 +22,6 @@ Rules (measured in notes/metadata.md):
   encoder version and no creation time;
 - H.264 SEI (type 6) and HEVC SEI (39, 40) NAL units are dropped: they carry the encoder's
   settings string and camera-specific user data;
-- MP3: ID3v1/v2 and APEv2 are removed with mutagen first (a remux alone copies an ID3v1
-  trailer into the audio), then `-write_xing 0` stops the muxer writing a new Xing/LAME
-  frame (and keeps the 529 priming samples it would otherwise trim);
 - FLAC is re-encoded (lossless; decoded samples identical): stale tags can hide in the audio
   area, and the vendor string, APPLICATION and CUESHEET blocks survive a tag deletion.
 
@@ -39,7 +35,7 @@ import re
 import subprocess  # noqa: S404 - the worker runs ffmpeg, with fixed arguments
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from . import gate
 
@@ -181,9 +177,6 @@ def remux_command(
     if demuxer == "flac":
         command += ["-c:a", "flac"]
         extra.append("FLAC vendor string and non-audio blocks")
-    if muxer == "mp3":
-        command += ["-id3v2_version", "0", "-write_xing", "0"]
-        extra.append("Xing/LAME encoder frame")
     if muxer in ("mp4", "mov", "3gp", "ipod"):
         command += ["-movflags", "+faststart"]  # index first: players start sooner
     codecs = {codec for codec, _, _ in source_layout.video}
@@ -195,30 +188,6 @@ def remux_command(
         raise MediaError("mixed video codecs")
     command += ["-f", muxer, "-y", target]
     return command, extra
-
-
-def strip_mp3_tags(file: BinaryIO) -> list[str]:
-    """Removes ID3v1, ID3v2 and APEv2 tags in place; returns the names of what went."""
-    from mutagen import apev2, id3  # noqa: PLC0415 - MP3 only
-
-    names: list[str] = []
-    try:
-        tags = id3.ID3(file)
-        names += [f"ID3 {frame.FrameID}" for frame in tags.values()]
-    except (id3.ID3NoHeaderError, id3.error):
-        pass
-    file.seek(0)
-    id3.delete(file, delete_v1=True, delete_v2=True)
-    file.seek(0)
-    try:
-        apev2.APEv2(file)
-        names.append("APEv2 tag")
-        file.seek(0)
-        apev2.delete(file)
-    except apev2.error:
-        pass
-    file.seek(0)
-    return list(dict.fromkeys(names))
 
 
 def tag_values(document: dict[str, Any]) -> set[str]:

@@ -125,7 +125,7 @@ def bwrap_prefix() -> list[str]:
 #   117-120 MiB for amanah-drop strip (its worker and bubblewrap included), 96-98 MiB for
 #   the library alone, 105-106 MiB for the relay's own path (staging, the sealed reader,
 #   the worker, the sealing writer);
-# - MP3, FLAC, pictures, WAVs of compressed sound and those AVIs take the memfd path: the
+# - FLAC, pictures, WAVs of compressed sound and those AVIs take the memfd path: the
 #   input and the result are each held whole in memory (a 200 MB MP4 held 498 MiB at its
 #   peak that way, 1066 MiB at 500 MB, before videos streamed). The worker empties the
 #   input memfd as soon as nothing reads it again (worker.release_input), so the checks

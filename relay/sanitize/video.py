@@ -1,5 +1,5 @@
-"""Video (MP4, MOV, 3GP, Matroska, WebM, AVI) and audio in M4A, Ogg (Vorbis, Opus, FLAC)
-or WAV (raw samples) remuxed in the worker with PyAV, streamed: the input read through
+"""Video (MP4, MOV, 3GP, Matroska, WebM, AVI) and audio in MP3, M4A, Ogg (Vorbis, Opus,
+FLAC) or WAV (raw samples) remuxed in the worker with PyAV, streamed: the input read through
 `channel.RemoteInput`, the result written forward only and sent to the relay as it is
 made, so memory stays flat whatever the file's size.
 
@@ -23,7 +23,11 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
   (`KEPT_SIDE_DATA`), nothing else the demuxer attached;
 - H.264/HEVC SEI units are dropped (nal.py), from packets and from an hvcC record, and
   MPEG-1/2/4 Part 2 user data (mpegvideo.py) from packets and records; a Vorbis comment
-  header and FLAC metadata blocks in a stream's record go (records.py);
+  header and FLAC metadata blocks in a stream's record go (records.py); MP3 sound (in any
+  container) has its frames' ancillary bytes zeroed, where LAME writes its version (mp3.py);
+- an MP3 is read only between its tags (mp3.py finds ID3v2, APEv2, ID3v1, Lyrics3 at both
+  ends: FFmpeg's demuxer would copy an ID3v1 trailer into the last frame), and written with
+  neither ID3 tag nor Xing/LAME frame;
 - the result is written forward only: fragmented MP4 (a fragment at each key frame and at
   least every `FRAGMENT_BYTES`; the moov waits for the first fragment, so the edit list that
   hides the audio encoder's priming samples is kept, while the trim of its padding at the
@@ -47,6 +51,7 @@ sandbox gives the file to media.py instead).
 
 from __future__ import annotations
 
+import io
 import queue
 import sys
 import threading
@@ -59,7 +64,7 @@ import av
 import av.container
 import av.stream
 
-from . import channel, gate, media, mpegvideo, nal, records, wave
+from . import channel, gate, media, mp3, mpegvideo, nal, records, wave
 from .media import MediaError
 
 # The formats (demuxer, muxer, result's type) are media.FORMATS's. These muxers write the
@@ -102,6 +107,12 @@ REORDERED_BY_ONE = frozenset({"mpeg4"})
 PEEKED_PACKETS = 64
 SEI_NAME = "encoder data in the video stream (SEI)"
 USER_DATA_NAME = "encoder data in the video stream (user data)"
+ANCILLARY_NAME = "encoder data in the MP3 frames (ancillary bytes)"
+# An MP3 of fewer frames is refused: without its tags and Xing frame, FFmpeg's probe may
+# not recognise it (measured: mutagen's lame397v9short.mp3, 3 frames, 72 ms, is not; its
+# input had a Xing frame as a fourth).
+MP3_MIN_FRAMES = 4
+MP3_DECODERS = frozenset({"mp3float", "mp3"})  # Layer III: its ancillary bytes go (mp3.py)
 # A packet's duration this large is a negative 32-bit number read unsigned: FFmpeg's Ogg
 # demuxer gives one to a last packet whose end trim starts before it (mutagen's empty.ogg).
 WRAPPED_DURATION = 1 << 31
@@ -286,19 +297,24 @@ class _Plan:
     made_up_times: bool  # by the demuxer (an AVI): right for MPEG-4 only in frame order
     reorders: bool  # the stream's header announced B-frames
     dropped: int = 0  # units removed from inside the stream (SEI, user data)
+    reservoir: mp3.Reservoir[av.Packet] | None = None  # MP3 sound: its ancillary bytes go
 
     @property
     def dropped_name(self) -> str:
+        if self.reservoir is not None:
+            return ANCILLARY_NAME
         return SEI_NAME if self.syntax is not None else USER_DATA_NAME
 
 
 def _muxer_options(muxer: str) -> dict[str, str]:
-    options = {"fflags": "+bitexact"}
+    options = {"fflags": "+bitexact", "flush_packets": "0"}
     if muxer in MP4_MUXERS:
         options["movflags"] = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
         options["frag_size"] = str(FRAGMENT_BYTES)
     elif muxer in MATROSKA_MUXERS:
         options["cluster_size_limit"] = str(FRAGMENT_BYTES)
+    elif muxer == "mp3":
+        options |= {"id3v2_version": "0", "write_xing": "0"}  # no tag, no encoder frame
     return options
 
 
@@ -356,14 +372,19 @@ def _plan(
         target, _tally(source), syntax, size_bytes, searched, user_data, made_up_times, reorders
     )
     plan.dropped = dropped
+    if codec in MP3_DECODERS:
+        plan.reservoir = mp3.Reservoir()
     return plan, names
 
 
-def _copy(packet: av.Packet, plan: _Plan, search: gate.Search) -> av.Packet:
-    """The packet to mux for `packet`: its bytes (without SEI or user data), timing and
-    key flag, and only the side data a player needs (counts in `plan` what went). Raises
-    MediaError for MPEG-4 frames this remux cannot keep in order."""
-    data: bytes | memoryview = memoryview(packet)
+def _copy(
+    packet: av.Packet, plan: _Plan, search: gate.Search, data: bytes | memoryview | None = None
+) -> av.Packet:
+    """The packet to mux for `packet`: its bytes (or `data`, what the reservoir left of
+    them; without SEI or user data), timing and key flag, and only the side data a player
+    needs (counts in `plan` what went). Raises MediaError for MPEG-4 frames this remux
+    cannot keep in order."""
+    data = memoryview(packet) if data is None else data
     dropped = 0
     channel_id = ("packets", packet.stream.index)
     if plan.syntax is not None:
@@ -406,15 +427,20 @@ def clean(
 ) -> dict[str, Any]:
     """Remuxes one video from `source` into `link`; returns the worker's answer."""
     formats = media.FORMATS[mime]  # demuxer, muxer, type of the result, audio only
+    whole: dict[str, Any] | None = None  # the tags of an MP3, read from the whole file
+    cut: list[str] = []
+    reader: BinaryIO | channel.RemoteInput | mp3.Window = source
+    if formats[0] == "mp3":
+        whole, reader, cut = _mp3_frames(source)
     with av.open(
-        source,
+        reader,
         "r",
         format=formats[0],
         options=DEMUXER_OPTIONS.get(formats[0], {}),
         buffer_size=INPUT_BUFFER,
         io_open=_no_io,
     ) as container:
-        document = _document(container)
+        document = whole if whole is not None else _document(container)
         pictures = av.stream.Disposition.attached_pic
         video = [s for s in container.streams.video if not s.disposition & pictures]
         audio = list(container.streams.audio)
@@ -431,7 +457,7 @@ def clean(
             return {"ok": False, "reason": "malformed"}  # a shell: metadata, no media
         kept = video + audio
         declared = container.duration
-        names = media.removed_names(document, audio_only=not video)
+        names = media.removed_names(document, audio_only=not video) + cut
         search = gate.Search(media.tag_values(document))
         readback = Readback(media.readback_demuxer(muxer), whole_audio=not video)
         tee = _Tee(link, readback)
@@ -455,10 +481,29 @@ def clean(
     if readback.error is not None:
         raise MediaError("the result does not read back") from readback.error
     _compare(tallies, readback.tallies, declared)
+    if muxer == "mp3" and sum(t.packets for t in tallies) < MP3_MIN_FRAMES:
+        return {"ok": False, "reason": "malformed"}  # too short for a player to recognise
     if search.found:
         return {"ok": False, "reason": "malformed"}  # metadata inside the stream itself
     names += list(dict.fromkeys(inside))
     return {"ok": True, "mime": out_mime, "removed": names, "note": ""}
+
+
+def _mp3_frames(
+    source: BinaryIO | channel.RemoteInput,
+) -> tuple[dict[str, Any], mp3.Window, list[str]]:
+    """An MP3's tags as FFmpeg's demuxer reads them from the whole file (for the report and
+    the last gate), a view of the file that holds only its frames, and the names of what
+    lies outside that view (mp3.py). Raises mp3.TagError."""
+    size = source.seek(0, io.SEEK_END)
+    source.seek(0)
+    with av.open(source, "r", format="mp3", buffer_size=INPUT_BUFFER, io_open=_no_io) as whole:
+        document = _document(whole)
+    start, end, names = mp3.audio_span(source, size)
+    if mp3.encoder_frame(source, start):
+        names.append(mp3.ENCODER_FRAME_NAME)
+    source.seek(0)
+    return document, mp3.Window(source, start, end), names
 
 
 def _copy_wav(
@@ -518,20 +563,33 @@ def _remux(
             plans[stream.index] = plan
             names += [name for name in went if name not in names]
         held: list[av.Packet] | None = [] if made_up_times else None
-        for packet in container.demux(kept):
-            if packet.size == 0:
-                continue  # the demuxer's end-of-stream marker
-            plan = plans[packet.stream.index]
-            plan.tally.count(packet)
-            copy = _copy(packet, plan, search)
+
+        def send(copy: av.Packet) -> None:
+            nonlocal held
             if held is None:
                 output.mux(copy)
-                continue
+                return
             held.append(copy)
             if len(held) == PEEKED_PACKETS:
                 for waiting in held:
                     output.mux(waiting)
                 held = None
+
+        for packet in container.demux(kept):
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker
+            plan = plans[packet.stream.index]
+            plan.tally.count(packet)
+            if plan.reservoir is None:
+                send(_copy(packet, plan, search))
+                continue
+            for data, ready in plan.reservoir.push(bytes(packet), packet):
+                send(_copy(ready, plan, search, data))
+        for plan in plans.values():
+            if plan.reservoir is not None:
+                for data, ready in plan.reservoir.finish():
+                    send(_copy(ready, plan, search, data))
+                plan.dropped = plan.reservoir.zeroed
         for waiting in held or ():
             output.mux(waiting)
     return [plans[s.index] for s in kept]
@@ -550,3 +608,40 @@ def _compare(sources: list[Tally], results: list[Tally], declared: int | None) -
         expected = declared / 1e6
         if abs(seconds - expected) > max(0.25, expected * 0.02):
             raise MediaError("duration differs")
+
+
+def zero_ancillary(path: str, demuxer: str) -> int:
+    """Zeroes, in place, the ancillary bytes of the MP3 sound of the file at `path`: a
+    result the ffmpeg CLI wrote (an AVI that stays an AVI, a WAV of MP3), whose frames
+    keep their sizes. A packet is rewritten only where the file holds its bytes at its
+    position; returns how many packets were rewritten."""
+    rewritten = 0
+    with (
+        open(path, "rb") as source,
+        av.open(source, "r", format=demuxer, buffer_size=INPUT_BUFFER, io_open=_no_io) as result,
+        open(path, "r+b", buffering=0) as target,
+    ):
+        streams = [s for s in result.streams.audio if s.codec_context.name in MP3_DECODERS]
+        reservoirs: dict[int, mp3.Reservoir[tuple[int, bytes]]] = {
+            s.index: mp3.Reservoir() for s in streams
+        }
+
+        def write(ready: list[tuple[bytes, tuple[int, bytes]]]) -> None:
+            nonlocal rewritten
+            for data, (position, original) in ready:
+                if data == original or position < 0:
+                    continue
+                target.seek(position)
+                if target.read(len(original)) == original:
+                    target.seek(position)
+                    target.write(data)
+                    rewritten += 1
+
+        for packet in result.demux(streams):
+            if packet.size:
+                original = bytes(packet)
+                position = -1 if packet.pos is None else packet.pos
+                write(reservoirs[packet.stream.index].push(original, (position, original)))
+        for reservoir in reservoirs.values():
+            write(reservoir.finish())
+    return rewritten

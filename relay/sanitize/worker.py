@@ -5,7 +5,7 @@ Protocol: argv holds the mode and its descriptors, then the MIME type and the ou
 limit:
 
     files IN OUT MIME LIMIT       IN is the input in an anonymous in-memory file (memfd),
-                                  OUT an empty memfd for the result (pictures, MP3, FLAC, an
+                                  OUT an empty memfd for the result (pictures, FLAC, an
                                   AVI or a WAV that could not stream)
     stream IN OUT MIME LIMIT SIZE IN and OUT are Unix sockets to the relay, which serves the
                                   SIZE bytes of input on request and takes the result as it
@@ -66,10 +66,10 @@ OPEN_FILES = 64
 # Inner time limit for one ffmpeg run; the outer, wall-clock one kills the process group.
 FFMPEG_TIMEOUT = 600.0
 
-# Videos, M4A, Ogg and WAV remuxed by video.py, streamed over a channel: the relay's memory
-# stays flat. An AVI is written as Matroska (its own muxer must seek back to finish its
-# header), a WAV with its sizes counted first (wave.py). MP3 and FLAC go through media.py
-# (their tags are cut out of the input first, or the audio re-encoded), from memfds.
+# Videos, MP3, M4A, Ogg and WAV remuxed by video.py, streamed over a channel: the relay's
+# memory stays flat. An AVI is written as Matroska (its own muxer must seek back to finish
+# its header), a WAV with its sizes counted first (wave.py), an MP3 read between its tags
+# (mp3.py). FLAC goes through media.py (re-encoded), from memfds.
 STREAMED = frozenset(
     {
         "video/mp4",
@@ -83,6 +83,7 @@ STREAMED = frozenset(
         "audio/ogg",
         "audio/x-wav",
         "audio/wav",
+        "audio/mpeg",
     }
 )
 # A streamed worker's answer for an input it cannot write forward only (an AVI that cannot
@@ -155,8 +156,7 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
     fds = (files.input, files.output)
     names: list[str] = []
     if demuxer == "mp3":
-        with os.fdopen(os.dup(files.input), "r+b") as file:
-            names += media.strip_mp3_tags(file)
+        raise media.MediaError("an MP3 streams through video.py")
     source = media.probe(files.input_path, demuxer, fds, FFMPEG_TIMEOUT)
     source_layout = media.layout(source)
     if not source_layout.video and source_layout.audio:
@@ -170,6 +170,11 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
     )
     media.run(command, fds, FFMPEG_TIMEOUT)
     release_input(files)
+    if "mp3" in source_layout.audio:  # an AVI's or a WAV's MP3 sound: LAME's version goes
+        from . import video  # noqa: PLC0415 - PyAV only where it is used
+
+        if video.zero_ancillary(files.output_path, media.readback_demuxer(muxer)):
+            extra.append(video.ANCILLARY_NAME)
     readback = media.readback_demuxer(muxer)
     result = media.probe(files.output_path, readback, fds, FFMPEG_TIMEOUT)
     media.check(source_layout, media.layout(result), audio_only)
@@ -245,7 +250,7 @@ def _handler(argv: list[str]) -> Callable[[], dict[str, Any]] | None:
     files = Files(int(argv[1]), int(argv[2]))
     if mime in IMAGE_BYTEWISE | IMAGE_REENCODE:
         return lambda: clean_image(mime, files)
-    if mime in media.FORMATS:  # MP3, FLAC, or an AVI or WAV that video.py could not stream
+    if mime in media.FORMATS:  # FLAC, or an AVI or WAV that video.py could not stream
         return lambda: clean_media(mime, files)
     return None
 

@@ -174,6 +174,15 @@ def strings_found(data: bytes, strings: set[str]) -> set[str]:
     return found
 
 
+# Encoder version strings the sanitizer removes from inside the sound itself: LAME writes
+# "LAME3.100" into its Xing frame and into the spare (ancillary) bytes of ordinary frames.
+ENCODER_STRINGS = re.compile(rb"LAME\d[\w.]*")
+
+
+def encoder_strings(data: bytes) -> set[bytes]:
+    return set(ENCODER_STRINGS.findall(data))
+
+
 def ffprobe(path: Path) -> dict[str, Any]:
     out = subprocess.run(
         [

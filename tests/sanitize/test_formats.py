@@ -36,6 +36,7 @@ def test_cleaned_file_passes_the_judge(name: str, stripping: Stripping, tmp_path
     assert judge.unexpected_tags(cleaned) == {}
     secrets = judge.identifying_strings(source) | set(samples.MARKERS)
     assert judge.strings_found(data, secrets) == set()
+    assert judge.encoder_strings(data) == set()
     if detected.kind in ("audio", "video"):
         assert judge.ffprobe_problems(cleaned) == []
         before, after = judge.ffprobe(source), judge.ffprobe(cleaned)

@@ -47,6 +47,7 @@ def _judge_one(stripping: Stripping, path: Path, tmp_path: Path) -> str:
     cleaned.write_bytes(out)
     assert judge.unexpected_tags(cleaned) == {}, path.name
     assert judge.strings_found(out, judge.identifying_strings(path)) == set(), path.name
+    assert judge.encoder_strings(out) == set(), path.name
     if detected.kind in ("audio", "video"):
         assert judge.ffprobe_problems(cleaned) == [], path.name
     return "cleaned"
