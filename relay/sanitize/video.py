@@ -24,7 +24,8 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
 - H.264/HEVC SEI units are dropped (nal.py), from packets and from an hvcC record, and
   MPEG-1/2/4 Part 2 user data (mpegvideo.py) from packets and records; a Vorbis comment
   header and FLAC metadata blocks in a stream's record go (records.py); MP3 sound (in any
-  container) has its frames' ancillary bytes zeroed, where LAME writes its version (mp3.py);
+  container) has its frames' ancillary bytes zeroed, where LAME writes its version (mp3.py),
+  and AAC sound the fill element where FFmpeg's encoder or FAAC names itself (aac.py);
 - an MP3 is read only between its tags (mp3.py finds ID3v2, APEv2, ID3v1, Lyrics3 at both
   ends: FFmpeg's demuxer would copy an ID3v1 trailer into the last frame), and written with
   neither ID3 tag nor Xing/LAME frame;
@@ -64,7 +65,7 @@ import av
 import av.container
 import av.stream
 
-from . import channel, gate, media, mp3, mpegvideo, nal, records, wave
+from . import aac, channel, gate, media, mp3, mpegvideo, nal, records, wave
 from .media import MediaError
 
 # The formats (demuxer, muxer, result's type) are media.FORMATS's. These muxers write the
@@ -108,6 +109,7 @@ PEEKED_PACKETS = 64
 SEI_NAME = "encoder data in the video stream (SEI)"
 USER_DATA_NAME = "encoder data in the video stream (user data)"
 ANCILLARY_NAME = "encoder data in the MP3 frames (ancillary bytes)"
+AAC_NAME = "encoder name in the AAC frames (fill element)"
 # An MP3 of fewer frames is refused: without its tags and Xing frame, FFmpeg's probe may
 # not recognise it (measured: mutagen's lame397v9short.mp3, 3 frames, 72 ms, is not; its
 # input had a Xing frame as a fourth).
@@ -303,6 +305,8 @@ class _Plan:
     def dropped_name(self) -> str:
         if self.reservoir is not None:
             return ANCILLARY_NAME
+        if self.tally.codec == "aac":
+            return AAC_NAME
         return SEI_NAME if self.syntax is not None else USER_DATA_NAME
 
 
@@ -395,6 +399,8 @@ def _copy(
         if plan.user_data:
             _check_order(data, plan)
             data, dropped = mpegvideo.without_user_data(data)
+        elif plan.tally.codec == "aac":
+            data, dropped = aac.without_names(data)
         if plan.searched:
             search.feed(data, channel_id)
     plan.dropped += dropped

@@ -175,8 +175,11 @@ def strings_found(data: bytes, strings: set[str]) -> set[str]:
 
 
 # Encoder version strings the sanitizer removes from inside the sound itself: LAME writes
-# "LAME3.100" into its Xing frame and into the spare (ancillary) bytes of ordinary frames.
-ENCODER_STRINGS = re.compile(rb"LAME\d[\w.]*")
+# "LAME3.100" into its Xing frame and into the spare (ancillary) bytes of ordinary frames;
+# FAAC names itself in a fill element of the first AAC frame ("libfaac 1.24"), as FFmpeg's
+# encoder does ("Lavc59.37.100": not searched for here, since Motion JPEG frames still
+# carry FFmpeg's name in a comment segment; the AAC tests search for it).
+ENCODER_STRINGS = re.compile(rb"(?:LAME|libfaac )\d[\w.]*")
 
 
 def encoder_strings(data: bytes) -> set[bytes]:

@@ -29,9 +29,8 @@ MUST_CLEAN = {
     "silence-44-s.mp3",
     "silence-44-s.flac",
     "empty.ogg",
+    "has-tags.m4a",  # FAAC's name ("libfaac 1.24") in its first AAC frame goes (aac.py)
 }
-# has-tags.m4a is refused, rightly: its AAC stream carries the encoder's name ("FAAC 1.24")
-# inside the audio data, where no remux reaches; the worker's last gate finds it.
 
 
 def _judge_one(stripping: Stripping, path: Path, tmp_path: Path) -> str:
