@@ -13,16 +13,13 @@ Runs only inside the sandboxed worker.
 
 from __future__ import annotations
 
+from . import bits
+
 ID_FIL = 6
 ID_BITS, COUNT_BITS, ESCAPE_BITS, EXTENSION_BITS = 3, 4, 8, 4
 # Extension types whose payload is no sound: EXT_FILL, EXT_FILL_DATA, EXT_DATA_ELEMENT.
 NOT_SOUND = frozenset({0, 1, 2})
 FILL_BYTE = 0b10100101
-
-
-def _bits(value: int, total: int, start: int, count: int) -> int:
-    """`count` bits from bit `start` of a `total`-bit big-endian `value`."""
-    return value >> (total - start - count) & ((1 << count) - 1)
 
 
 def without_names(data: bytes | memoryview) -> tuple[bytes | memoryview, int]:
@@ -31,27 +28,25 @@ def without_names(data: bytes | memoryview) -> tuple[bytes | memoryview, int]:
     if not data or data[0] >> (8 - ID_BITS) != ID_FIL:
         return data, 0  # the common case: a frame that opens with sound
     total = len(data) * 8
-    value = int.from_bytes(data, "big")
+    frame = bytearray(data)
     at, rewritten = 0, 0
-    while at + ID_BITS + COUNT_BITS <= total and _bits(value, total, at, ID_BITS) == ID_FIL:
-        count = _bits(value, total, at + ID_BITS, COUNT_BITS)
+    while at + ID_BITS + COUNT_BITS <= total and bits.read(frame, at, ID_BITS) == ID_FIL:
+        count = bits.read(frame, at + ID_BITS, COUNT_BITS)
         at += ID_BITS + COUNT_BITS
         if count == 15:
             if at + ESCAPE_BITS > total:
                 break
-            count += _bits(value, total, at, ESCAPE_BITS) - 1
+            count += bits.read(frame, at, ESCAPE_BITS) - 1
             at += ESCAPE_BITS
         end = at + count * 8
         if end > total:
             break  # not a frame this reads: left as it is
-        if count and _bits(value, total, at, EXTENSION_BITS) in NOT_SOUND:
+        if count and bits.read(frame, at, EXTENSION_BITS) in NOT_SOUND:
             filler = int.from_bytes(bytes([0]) + bytes([FILL_BYTE]) * (count - 1), "big")
-            if _bits(value, total, at, count * 8) != filler:
+            if bits.read(frame, at, count * 8) != filler:
                 rewritten += 1
-                shift = total - end
-                value &= ~(((1 << (count * 8)) - 1) << shift)
-                value |= filler << shift
+                bits.write(frame, at, count * 8, filler)
         at = end
     if not rewritten:
         return data, 0
-    return value.to_bytes(len(data), "big"), rewritten
+    return bytes(frame), rewritten

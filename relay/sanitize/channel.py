@@ -229,18 +229,13 @@ def _serve_reads(
             digest.feed(offset, data)  # after answering: hashing overlaps the worker's work
 
 
-class RemoteInput:
-    """The worker's view of the input: a read-only, seekable file object whose reads are
-    requests to the relay, one `BLOCK` at a time, the next one asked for ahead while the
-    reads go forward, and the last few kept."""
+class SeekableInput:
+    """A read-only, seekable file object of `_size` bytes, as PyAV reads one; a subclass
+    reads from `_position` (`_wanted` says how much)."""
 
-    def __init__(self, sock: socket.socket, size: int) -> None:
-        self._sock = sock
+    def __init__(self, size: int) -> None:
         self._size = size
         self._position = 0
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
-        self._asked: deque[int] = deque()  # blocks requested, not yet received
-        self.received = 0  # bytes, for the measurements
 
     def readable(self) -> bool:
         return True
@@ -258,10 +253,27 @@ class RemoteInput:
         self._position = base + offset
         return self._position
 
+    def _wanted(self, size: int) -> int:
+        """How many bytes a read of `size` (negative: all) takes from the position."""
+        remaining = self._size - self._position
+        return remaining if size < 0 else min(size, remaining)
+
+
+class RemoteInput(SeekableInput):
+    """The worker's view of the input: a read-only, seekable file object whose reads are
+    requests to the relay, one `BLOCK` at a time, the next one asked for ahead while the
+    reads go forward, and the last few kept."""
+
+    def __init__(self, sock: socket.socket, size: int) -> None:
+        super().__init__(size)
+        self._sock = sock
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._asked: deque[int] = deque()  # blocks requested, not yet received
+        self.received = 0  # bytes, for the measurements
+
     def read(self, size: int = -1) -> bytes:
         """At most `size` bytes from the current position (fewer at a block's end)."""
-        remaining = self._size - self._position
-        size = remaining if size < 0 else min(size, remaining)
+        size = self._wanted(size)
         if size <= 0:
             return b""
         index, within = divmod(self._position, BLOCK)

@@ -25,6 +25,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import BinaryIO, Generic, Protocol, TypeVar
 
+from . import bits, channel
+
 ID3V2_HEADER = 10
 ID3V1 = 128
 ID3V1_EXTENDED = 227  # "TAG+", before an ID3v1
@@ -140,34 +142,16 @@ def encoder_frame(source: Readable, start: int) -> bool:
     return bool(tags & {b"Xing", b"Info", b"VBRI"})
 
 
-class Window:
+class Window(channel.SeekableInput):
     """A read-only file object over bytes [start, end) of a seekable one (PyAV reads it)."""
 
     def __init__(self, source: BinaryIO | Readable, start: int, end: int) -> None:
+        super().__init__(end - start)
         self._source = source
         self._start = start
-        self._size = end - start
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = (0, self._position, self._size)[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._position = base + offset
-        return self._position
 
     def read(self, size: int = -1) -> bytes:
-        remaining = self._size - self._position
-        size = remaining if size < 0 else min(size, remaining)
+        size = self._wanted(size)
         if size <= 0:
             return b""
         self._source.seek(self._start + self._position)
@@ -219,13 +203,6 @@ class Frame:
     reach: int  # the furthest back a frame of its version may start its main data
 
 
-def _bits(data: bytes | bytearray, start: int, count: int) -> int:
-    """`count` bits from bit `start` of `data`, big-endian."""
-    end = start + count
-    value = int.from_bytes(data[start // 8 : (end + 7) // 8], "big")
-    return value >> ((8 - end % 8) % 8) & ((1 << count) - 1)
-
-
 def parse_frame(data: bytes | bytearray, at: int = 0) -> Frame:
     """The layout of the Layer III frame at `at` of `data` (its size as its header gives it,
     which may pass the end of `data`; a free-format frame, no bitrate in its header, ends
@@ -251,9 +228,9 @@ def parse_frame(data: bytes | bytearray, at: int = 0) -> Frame:
     if size < payload or at + payload > len(data):
         raise FrameError("a frame without its side information")
     start = (at + side) * 8
-    bits = sum(_bits(data, start + prefix + i * granule, 12) for i in range(blocks))
-    begin = _bits(data, start, 9 if mpeg1 else 8)
-    return Frame(size, payload, begin, (bits + 7) // 8, REACH[mpeg1])
+    main_bits = sum(bits.read(data, start + prefix + i * granule, 12) for i in range(blocks))
+    begin = bits.read(data, start, 9 if mpeg1 else 8)
+    return Frame(size, payload, begin, (main_bits + 7) // 8, REACH[mpeg1])
 
 
 class Reservoir(Generic[_T]):

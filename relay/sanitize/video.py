@@ -435,7 +435,7 @@ def clean(
     formats = media.FORMATS[mime]  # demuxer, muxer, type of the result, audio only
     whole: dict[str, Any] | None = None  # the tags of an MP3, read from the whole file
     cut: list[str] = []
-    reader: BinaryIO | channel.RemoteInput | mp3.Window = source
+    reader: BinaryIO | channel.SeekableInput = source
     if formats[0] == "mp3":
         whole, reader, cut = _mp3_frames(source)
     with av.open(
