@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import os
 import struct
+import subprocess
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -136,12 +138,36 @@ def test_media_without_media_is_refused(stripping: Stripping, tmp_path: Path) ->
         Sandboxed().strip("audio/mpeg", io.BytesIO(path.read_bytes()), io.BytesIO())
 
 
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda audio: b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + audio,  # ID3v2 of 256 MiB
+        lambda audio: audio + b"APETAGEX" + struct.pack("<IIII", 2000, 1 << 30, 0, 0) + bytes(8),
+        lambda audio: audio[:100] + b"3DI\x04\x00\x10\x00\x7f\x7f\x7f",  # footer too large
+    ],
+    ids=["id3v2-past-the-end", "ape-before-the-start", "id3v2-footer-too-large"],
+)
+def test_an_mp3_whose_tag_sizes_do_not_fit_is_refused(
+    wrap: Callable[[bytes], bytes], stripping: Stripping
+) -> None:
+    """The tags around an MP3's frames are cut off by their sizes (mp3.py): a size that
+    points outside the file is a refusal, not a guess."""
+    audio = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "libmp3lame",
+         "-id3v2_version", "0", "-write_xing", "0", "-f", "mp3", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert clean(stripping, audio)[1].stripped  # the frames alone are cleaned
+    with pytest.raises(Malformed):  # the type given, as libmagic may not name it an MP3
+        Sandboxed().strip("audio/mpeg", io.BytesIO(wrap(audio)), io.BytesIO())
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_bytes_with_a_media_type_are_refused(seed: int) -> None:
     data = os.urandom(4096 + seed)
     for mime in (
         "image/jpeg", "image/png", "image/heic", "video/mp4", "audio/flac", "audio/x-wav",
-        "audio/ogg", "audio/x-m4a",
+        "audio/ogg", "audio/x-m4a", "audio/mpeg",
     ):  # fmt: skip
         with pytest.raises(Refused):
             Sandboxed().strip(mime, io.BytesIO(data), io.BytesIO())
