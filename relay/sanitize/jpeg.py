@@ -1,4 +1,7 @@
 """JPEG without metadata, pixels untouched: the file is rebuilt from its image segments.
+The same for each frame of a Motion JPEG video (`rebuild_frame`, used by video.py): cameras
+write EXIF (maker, model, serial number, GPS, time) into every frame, and FFmpeg's encoder
+its name in a COM segment.
 
 Rules (measured in notes/metadata.md):
 - kept: SOI, DQT, DHT, DAC, SOFn, DRI, SOS with its entropy-coded data, DNL, EOI; a JFIF
@@ -8,6 +11,10 @@ Rules (measured in notes/metadata.md):
   anything after EOI (MPF images, gain maps, an appended ZIP);
 - orientation is the one piece of metadata that changes what a viewer shows: when it is not
   1, a new EXIF block holding Orientation alone is written, so the picture stays upright;
+- a video's frame may hold two images (an interlaced frame's fields) and keeps its AVI1
+  header (the field order; FFmpeg's decoder reads it), with the sizes it states zeroed; a
+  last scan cut short is kept as it is, with no EOI added (a camera that stopped
+  mid-frame); a rebuilt frame is never longer than the frame it came from;
 - the quantisation tables stay (changing them means re-encoding); they hint at the camera
   maker, and the README says so.
 
@@ -17,7 +24,10 @@ extended or progressive JPEG with at least one frame and one scan.
 
 from __future__ import annotations
 
+import re
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 SOI, EOI, SOS, APP0, APP14, COM = 0xD8, 0xD9, 0xDA, 0xE0, 0xEE, 0xFE
 DQT, DHT, DAC, DRI, DNL = 0xDB, 0xC4, 0xCC, 0xDD, 0xDC
@@ -63,6 +73,16 @@ def _jfif(body: bytes) -> bytes | None:
     return b"\xff\xe0" + struct.pack(">H", len(out) + 2) + out
 
 
+def _avi1(body: bytes) -> bytes | None:
+    """A canonical AVI1 APP0 of a Motion JPEG frame: its field order byte (which FFmpeg's
+    decoder reads), the two field sizes zeroed (they say nothing a decoder needs). None if
+    this APP0 is not AVI1."""
+    if not body.startswith(b"AVI1") or len(body) < 5:
+        return None
+    out = b"AVI1" + bytes([body[4]]) + bytes(min(len(body), 14) - 5)  # never longer
+    return b"\xff\xe0" + struct.pack(">H", len(out) + 2) + out
+
+
 def _adobe(body: bytes) -> bytes | None:
     """A canonical Adobe APP14: only the transform byte carries meaning for decoding."""
     if not body.startswith(b"Adobe") or len(body) < 12:
@@ -71,32 +91,50 @@ def _adobe(body: bytes) -> bytes | None:
     return b"\xff\xee" + struct.pack(">H", len(out) + 2) + out
 
 
-def _scan_end(data: bytes, start: int) -> int:
-    """The offset of the first marker after entropy-coded data (skipping stuffed zeros and
-    restart markers)."""
-    position = start
-    while True:
-        position = data.find(b"\xff", position)
-        if position < 0 or position + 1 >= len(data):
-            raise ValueError("scan data runs past the end of the file")
-        following = data[position + 1]
-        if following == 0x00 or following in RST or following == 0xFF:
-            position += 1 if following == 0xFF else 2
-            continue
-        return position
+_MARKER_AFTER_SCAN = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])")
 
 
-def rebuild(data: bytes, orientation: int = 1) -> tuple[bytes, list[str]]:
-    """The image segments of `data`, and the names of the blocks left out.
-    Raises ValueError for a file that is not a complete JPEG."""
-    if not data.startswith(b"\xff\xd8"):
+def _scan_end(data: bytes, start: int, cut_short: bool) -> int:
+    """The offset of the first marker after entropy-coded data (past stuffed zeros, fill
+    bytes and restart markers). A scan that runs to the end is an error, or, where
+    `cut_short` allows it (a video's frame: a camera that stopped mid-write), ends there."""
+    found = _MARKER_AFTER_SCAN.search(data, start)
+    if found is not None:
+        return found.start()
+    if cut_short:
+        return len(data)
+    raise ValueError("scan data runs past the end of the file")
+
+
+@dataclass
+class _Image:
+    """One JPEG image read from SOI to EOI: what is kept, and the names of what is not."""
+
+    header: list[bytes] = field(default_factory=list)  # JFIF (and a video frame's AVI1)
+    body: list[bytes] = field(default_factory=list)  # Adobe, tables, frame, scans
+    removed: list[str] = field(default_factory=list)
+    end: int = 0  # offset after its EOI
+    frames: int = 0
+    scans: int = 0
+    cut_short: bool = False  # a video frame's last scan ran to the end: no EOI
+
+    def joined(self, extra: Sequence[bytes] = ()) -> bytes:
+        end = b"" if self.cut_short else b"\xff\xd9"
+        return b"".join([b"\xff\xd8", *self.header, *extra, *self.body, end])
+
+
+def _read_image(data: bytes, start: int, frame_of_video: bool) -> _Image:
+    """Reads the image whose SOI is at `start`. In a video's frame (Motion JPEG), an AVI1
+    header is kept (its field order; the sizes it states are zeroed) and a scan cut short
+    ends the image. Raises ValueError for anything else that is not a whole image."""
+    if data[start : start + 2] != b"\xff\xd8":
         raise ValueError("not a JPEG")
-    header: list[bytes] = []
-    body: list[bytes] = []
-    removed: list[str] = []
-    frames = scans = 0
-    position = 2
+    image = _Image()
+    position = start + 2
     while True:
+        if position >= len(data) and frame_of_video and image.scans:
+            image.cut_short = True  # the data ends after (or inside) its last scan
+            break
         if position + 2 > len(data) or data[position] != 0xFF:
             raise ValueError("expected a marker")
         marker = data[position + 1]
@@ -104,6 +142,7 @@ def rebuild(data: bytes, orientation: int = 1) -> tuple[bytes, list[str]]:
             position += 1
             continue
         if marker == EOI:
+            position += 2
             break
         if marker in RST or marker == SOI or marker == 0x01:
             raise ValueError("unexpected standalone marker")
@@ -115,33 +154,68 @@ def rebuild(data: bytes, orientation: int = 1) -> tuple[bytes, list[str]]:
             raise ValueError("segment runs past the end of the file")
         segment, content = data[position:end], data[position + 4 : end]
         if marker == SOS:
-            scan_end = _scan_end(data, end)
-            body.append(data[position:scan_end])
-            scans += 1
+            scan_end = _scan_end(data, end, frame_of_video)
+            image.body.append(data[position:scan_end])
+            image.scans += 1
             position = scan_end
             continue
         if marker in KEPT:
-            frames += marker in SOF
-            body.append(segment)
+            image.frames += marker in SOF
+            image.body.append(segment)
         elif marker == APP0 and (jfif := _jfif(content)) is not None:
-            if not header:
-                header.append(jfif)
+            if not any(h.startswith(b"\xff\xe0\x00\x10JFIF") for h in image.header):
+                image.header.append(jfif)
             if jfif[4:] != segment[4:]:
-                removed.append("APP0 JFIF extras")
+                image.removed.append("APP0 JFIF extras")
+        elif marker == APP0 and frame_of_video and (avi1 := _avi1(content)) is not None:
+            if not any(h[4:8] == b"AVI1" for h in image.header):
+                image.header.append(avi1)
         elif marker == APP14 and (adobe := _adobe(content)) is not None:
-            body.insert(0, adobe)
+            image.body.insert(0, adobe)
         elif marker == COM:
-            removed.append("COM (comment)")
+            image.removed.append("COM (comment)")
         elif 0xE0 <= marker <= 0xEF:
-            removed.append(_app_name(marker, content))
+            image.removed.append(_app_name(marker, content))
         else:
             raise ValueError("unknown segment")
         position = end
-    if frames != 1 or scans == 0:
+    if image.frames != 1 or image.scans == 0:
         raise ValueError("no single frame with image data")
-    if position + 2 < len(data):
+    image.end = position
+    return image
+
+
+def rebuild(data: bytes, orientation: int = 1) -> tuple[bytes, list[str]]:
+    """The image segments of `data`, and the names of the blocks left out.
+    Raises ValueError for a file that is not a complete JPEG."""
+    image = _read_image(data, 0, frame_of_video=False)
+    removed = image.removed
+    if image.end < len(data):
         removed.append("data after the end of the image")
-    if orientation != 1:
-        header.append(orientation_exif(orientation))
-    out = b"".join([b"\xff\xd8", *header, *body, b"\xff\xd9"])
-    return out, list(dict.fromkeys(removed))
+    extra = [orientation_exif(orientation)] if orientation != 1 else []
+    return image.joined(extra), list(dict.fromkeys(removed))
+
+
+def rebuild_frame(data: bytes) -> tuple[bytes, int]:
+    """A Motion JPEG video frame (one image, or two: an interlaced frame's fields) rebuilt
+    from its image segments; returns it and how many blocks went (APPn, COM, bytes after
+    its images). Zero or 0xFF bytes between and after the images are padding and go
+    silently. Raises ValueError for a frame that does not parse."""
+    images: list[bytes] = []
+    position, dropped = 0, 0
+    while position < len(data):
+        if data[position] in (0x00, 0xFF) and data[position : position + 2] != b"\xff\xd8":
+            position += 1  # padding
+            continue
+        if data[position : position + 2] != b"\xff\xd8":
+            if not images:
+                raise ValueError("not a JPEG")
+            dropped += 1  # anything else after the images: a decoder never reads it
+            break
+        image = _read_image(data, position, frame_of_video=True)
+        images.append(image.joined())
+        dropped += len(image.removed)
+        position = image.end
+    if not images:
+        raise ValueError("not a JPEG")
+    return b"".join(images), dropped

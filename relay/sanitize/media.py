@@ -20,8 +20,12 @@ Rules (measured in notes/metadata.md):
   GPS subtitle tracks, subtitles, attachments; `-map_metadata -1 -map_chapters -1` drops
   container and stream tags and chapters; `+bitexact` writes neutral handler names, no
   encoder version and no creation time;
+- only streams of the codecs in `VIDEO_CODECS` and `AUDIO_CODECS` are kept (else the file
+  is unsupported);
 - H.264 SEI (type 6) and HEVC SEI (39, 40) NAL units are dropped: they carry the encoder's
-  settings string and camera-specific user data;
+  settings string and camera-specific user data; so are AV1 metadata OBUs (type 5);
+- the worker then rewrites MP3 frames' ancillary bytes and Motion JPEG frames in place
+  (video.rewrite_in_place);
 - FLAC is re-encoded (lossless; decoded samples identical): stale tags can hide in the audio
   area, and the vendor string, APPLICATION and CUESHEET blocks survive a tag deletion.
 
@@ -57,7 +61,36 @@ FORMATS: dict[str, tuple[str, str, str, bool]] = {
     # Streamed by video.py as Matroska (WRITTEN_AS there) when it can be; else here, as an AVI.
     "video/x-msvideo": ("avi", "avi", "video/x-msvideo", False),
 }
-SEI_FILTERS = {"h264": "filter_units=remove_types=6", "hevc": "filter_units=remove_types=39|40"}
+SEI_NAME = "encoder data in the video stream (SEI)"
+OBU_NAME = "metadata in the video stream (AV1 metadata OBUs)"
+# The CLI's filters for what video.py removes itself (nal.py, obu.py): codec -> filter, name.
+STREAM_FILTERS = {
+    "h264": ("filter_units=remove_types=6", SEI_NAME),
+    "hevc": ("filter_units=remove_types=39|40", SEI_NAME),
+    "av1": ("filter_units=remove_types=5", OBU_NAME),
+}
+# The codecs (FFmpeg's names) whose streams are kept. In each, what can carry metadata
+# inside the stream itself is removed (SEI: nal.py; metadata OBUs: obu.py; user data:
+# mpegvideo.py; APPn and COM segments: jpeg.py; ancillary bytes: mp3.py; fill elements:
+# aac.py; comment headers and metadata blocks: records.py), or the format has no place
+# for it (VP8, VP9, H.263, Opus, AMR, ALAC, raw samples and ADPCM). Any other codec makes
+# the file unsupported, not cleaned: a PNG or TIFF frame holds text chunks, a DV frame the
+# date and time of filming, MP2 and AC-3 frames ancillary or auxiliary data of any kind,
+# Theora and Speex a comment header this sanitizer does not rewrite.
+VIDEO_CODECS = frozenset(
+    {"h264", "hevc", "av1", "vp8", "vp9", "mpeg4", "h263", "mpeg1video", "mpeg2video", "mjpeg"}
+)
+AUDIO_CODECS = frozenset({"aac", "mp3", "opus", "vorbis", "flac", "alac", "amr_nb", "amr_wb"})
+AUDIO_CODEC_FAMILIES = ("pcm_", "adpcm_")
+
+
+def codec_kept(kind: str, codec: str) -> bool:
+    """Whether a stream of this kind ("video", "audio") and codec can be cleaned."""
+    if kind == "video":
+        return codec in VIDEO_CODECS
+    return codec in AUDIO_CODECS or codec.startswith(AUDIO_CODEC_FAMILIES)
+
+
 # Names of tags go into the report; a name that is not a plain identifier is reported as
 # "other tag" (a hostile container can use any string, including a name, as a key).
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,48}")
@@ -161,6 +194,14 @@ def removed_names(document: dict[str, Any], audio_only: bool) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def codecs_kept(source: Layout, audio_only: bool) -> bool:
+    """Whether every stream the result keeps is of a codec that can be cleaned."""
+    video = [] if audio_only else [codec for codec, _, _ in source.video]
+    return all(codec_kept("video", c) for c in video) and all(
+        codec_kept("audio", c) for c in source.audio
+    )
+
+
 def remux_command(
     source: str, target: str, formats: tuple[str, str, str, bool], source_layout: Layout
 ) -> tuple[list[str], list[str]]:
@@ -180,10 +221,10 @@ def remux_command(
     if muxer in ("mp4", "mov", "3gp", "ipod"):
         command += ["-movflags", "+faststart"]  # index first: players start sooner
     codecs = {codec for codec, _, _ in source_layout.video}
-    filters = [SEI_FILTERS[c] for c in sorted(codecs) if c in SEI_FILTERS]
+    filters = [STREAM_FILTERS[c] for c in sorted(codecs) if c in STREAM_FILTERS]
     if len(filters) == 1:
-        command += ["-bsf:v", filters[0]]
-        extra.append("encoder data in the video stream (SEI)")
+        command += ["-bsf:v", filters[0][0]]
+        extra.append(filters[0][1])
     elif len(filters) > 1:
         raise MediaError("mixed video codecs")
     command += ["-f", muxer, "-y", target]

@@ -21,8 +21,12 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
   copied; `+bitexact` writes neutral handler names, no encoder version, no creation time;
 - packets carry their timing, key-frame flag and only the side data needed to play
   (`KEPT_SIDE_DATA`), nothing else the demuxer attached;
-- H.264/HEVC SEI units are dropped (nal.py), from packets and from an hvcC record, and
-  MPEG-1/2/4 Part 2 user data (mpegvideo.py) from packets and records; a Vorbis comment
+- only streams of the codecs media.py lists are kept: a file holding another is answered
+  "unsupported" before anything is written;
+- H.264/HEVC SEI units are dropped (nal.py), from packets and from an hvcC record, AV1
+  metadata OBUs (obu.py) from packets and an av1C record, MPEG-1/2/4 Part 2 user data
+  (mpegvideo.py) from packets and records, and each Motion JPEG frame is rebuilt from its
+  image segments (jpeg.py: a camera's EXIF, FFmpeg's comment); a Vorbis comment
   header and FLAC metadata blocks in a stream's record go (records.py); MP3 sound (in any
   container) has its frames' ancillary bytes zeroed, where LAME writes its version (mp3.py),
   and AAC sound the fill element where FFmpeg's encoder or FAAC names itself (aac.py);
@@ -44,10 +48,10 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
 - the last gate (gate.py) searches the input's tag values in everything the result takes
   from the input except coded slices.
 
-Runs only inside the sandboxed worker. Raises av.FFmpegError, nal.NalError,
-records.RecordError, MediaError (refusals, all of them: the worker reports them as
-"malformed"), and NotStreamable before anything is written (the worker says so, and the
-sandbox gives the file to media.py instead).
+Runs only inside the sandboxed worker. Raises av.FFmpegError, nal.NalError, obu.ObuError,
+records.RecordError, ValueError (jpeg.py), MediaError (refusals, all of them: the worker
+reports them as "malformed"), and NotStreamable before anything is written (the worker says
+so, and the sandbox gives the file to media.py instead).
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ import av
 import av.container
 import av.stream
 
-from . import aac, channel, gate, media, mp3, mpegvideo, nal, records, wave
+from . import aac, channel, gate, jpeg, media, mp3, mpegvideo, nal, obu, records, wave
 from .media import MediaError
 
 # The formats (demuxer, muxer, result's type) are media.FORMATS's. These muxers write the
@@ -90,8 +94,8 @@ DECODED_AUDIO_PACKETS = 20
 KEPT_SIDE_DATA = frozenset({"skip_samples", "palette", "param_change"})
 QUEUED_PIECES = 8  # of IO_BUFFER bytes: how far the muxer may run ahead of the readback
 # An AVI is written as Matroska: its own muxer must seek back to finish its header. PyAV
-# adds only the codecs Matroska's muxer lists (not DV, Cinepak, HuffYUV, raw video, ADPCM,
-# which it would otherwise write as VFW/ACM). An AVI keeps decoding order only: the demuxer
+# adds only the codecs Matroska's muxer lists (not ADPCM, which it would otherwise write as
+# ACM). An AVI keeps decoding order only: the demuxer
 # makes up presentation times (`+genpts`), which is right when no frame is shown after a
 # later one, and for MPEG-4 Part 2 (Xvid, DivX): its B-frames are never references, so a
 # frame waits for one other at most, the model FFmpeg's made-up times follow (measured:
@@ -106,10 +110,10 @@ WRITTEN_AS = {"avi": ("matroska", "video/x-matroska")}
 DEMUXER_OPTIONS = {"avi": {"fflags": "+genpts"}}
 REORDERED_BY_ONE = frozenset({"mpeg4"})
 PEEKED_PACKETS = 64
-SEI_NAME = "encoder data in the video stream (SEI)"
 USER_DATA_NAME = "encoder data in the video stream (user data)"
 ANCILLARY_NAME = "encoder data in the MP3 frames (ancillary bytes)"
 AAC_NAME = "encoder name in the AAC frames (fill element)"
+MJPEG_NAME = "camera and encoder data in the video frames (JPEG APPn and COM segments)"
 # An MP3 of fewer frames is refused: without its tags and Xing frame, FFmpeg's probe may
 # not recognise it (measured: mutagen's lame397v9short.mp3, 3 frames, 72 ms, is not; its
 # input had a Xing frame as a fourth).
@@ -184,6 +188,13 @@ class Tally:
         if self.first is None or self.last is None or self.time_base is None:
             return 0.0
         return float((self.last - self.first) * self.time_base)
+
+
+def _codec_id(stream: av.stream.Stream) -> str:
+    """The stream's codec by FFmpeg's name for it ("av1", "mp3"), whichever decoder
+    PyAV chose ("libdav1d", "mp3float")."""
+    context = stream.codec_context
+    return str(context.codec.canonical_name) if context is not None else ""
 
 
 def _tally(stream: av.stream.Stream) -> Tally:
@@ -296,6 +307,7 @@ class _Plan:
     length_size: int
     searched: bool  # packets searched by the last gate (all of them, or non-slice units)
     user_data: bool  # MPEG-1/2/4 Part 2: user data goes
+    av1: bool  # its metadata OBUs go
     made_up_times: bool  # by the demuxer (an AVI): right for MPEG-4 only in frame order
     reorders: bool  # the stream's header announced B-frames
     dropped: int = 0  # units removed from inside the stream (SEI, user data)
@@ -307,7 +319,9 @@ class _Plan:
             return ANCILLARY_NAME
         if self.tally.codec == "aac":
             return AAC_NAME
-        return SEI_NAME if self.syntax is not None else USER_DATA_NAME
+        if self.av1:
+            return media.OBU_NAME
+        return media.SEI_NAME if self.syntax is not None else USER_DATA_NAME
 
 
 def _muxer_options(muxer: str) -> dict[str, str]:
@@ -340,9 +354,12 @@ def _plan(
     """Adds the output stream for `source`; returns its plan (counting the units dropped
     from its configuration record) and the names of what else went from that record.
     `made_up_times`: the demuxer makes up presentation times (an AVI)."""
-    target = output.add_stream_from_template(source)
+    # opaque: the stream is named by the decoder PyAV chose (libdav1d for AV1 has no
+    # encoder to look up by its name); a remux needs only the stream's parameters.
+    target = output.add_stream_from_template(source, opaque=True)
     codec = source.codec_context.name
     video = source.type == "video"
+    av1 = video and _codec_id(source) == "av1"
     syntax = nal.SYNTAX.get(codec) if video else None
     user_data = video and codec in mpegvideo.CODECS
     original = bytes(source.codec_context.extradata or b"")
@@ -350,6 +367,12 @@ def _plan(
     if user_data:
         cleaned, dropped = mpegvideo.without_user_data(extradata)
         extradata = bytes(cleaned)
+    elif av1 and extradata:
+        if extradata[0] & 0x80:  # an av1C record; else bare OBUs
+            extradata, dropped = obu.av1c_without_metadata(extradata)
+        else:
+            cleaned, dropped = obu.without_metadata(extradata)
+            extradata = bytes(cleaned)
     elif syntax is not None:
         size_bytes = nal.length_size(codec, extradata)
         if syntax is nal.HEVC and size_bytes:
@@ -373,7 +396,15 @@ def _plan(
     searched = not codec.startswith(RAW_AUDIO)
     reorders = bool(video and getattr(source.codec_context, "has_b_frames", 0))
     plan = _Plan(
-        target, _tally(source), syntax, size_bytes, searched, user_data, made_up_times, reorders
+        target,
+        _tally(source),
+        syntax,
+        size_bytes,
+        searched,
+        user_data,
+        av1,
+        made_up_times,
+        reorders,
     )
     plan.dropped = dropped
     if codec in MP3_DECODERS:
@@ -399,8 +430,12 @@ def _copy(
         if plan.user_data:
             _check_order(data, plan)
             data, dropped = mpegvideo.without_user_data(data)
+        elif plan.av1:
+            data, dropped = obu.without_metadata(data)
         elif plan.tally.codec == "aac":
             data, dropped = aac.without_names(data)
+        elif plan.tally.codec == "mjpeg":
+            data, dropped = jpeg.rebuild_frame(bytes(data))
         if plan.searched:
             search.feed(data, channel_id)
     plan.dropped += dropped
@@ -462,6 +497,8 @@ def clean(
         if not (video or audio):
             return {"ok": False, "reason": "malformed"}  # a shell: metadata, no media
         kept = video + audio
+        if not all(media.codec_kept(s.type, _codec_id(s)) for s in kept):
+            return {"ok": False, "reason": "unsupported"}  # nothing written yet
         declared = container.duration
         names = media.removed_names(document, audio_only=not video) + cut
         search = gate.Search(media.tag_values(document))
@@ -616,38 +653,47 @@ def _compare(sources: list[Tally], results: list[Tally], declared: int | None) -
             raise MediaError("duration differs")
 
 
-def zero_ancillary(path: str, demuxer: str) -> int:
-    """Zeroes, in place, the ancillary bytes of the MP3 sound of the file at `path`: a
-    result the ffmpeg CLI wrote (an AVI that stays an AVI, a WAV of MP3), whose frames
-    keep their sizes. A packet is rewritten only where the file holds its bytes at its
-    position; returns how many packets were rewritten."""
-    rewritten = 0
+def rewrite_in_place(path: str, demuxer: str) -> list[str]:
+    """Rewrites, in place and at the same size, what a result the ffmpeg CLI wrote (an AVI
+    that stays an AVI, a WAV of MP3) copied from inside its streams: the ancillary bytes of
+    MP3 sound are zeroed (mp3.py), and each Motion JPEG frame is rebuilt from its image
+    segments (jpeg.py), followed by zero bytes up to its former size, which a decoder
+    never reads. Every packet that changes must be found in the file at its position.
+    Returns the names of what went. Raises MediaError, and what the parsers raise."""
+    went: list[str] = []
     with (
         open(path, "rb") as source,
         av.open(source, "r", format=demuxer, buffer_size=INPUT_BUFFER, io_open=_no_io) as result,
         open(path, "r+b", buffering=0) as target,
     ):
-        streams = [s for s in result.streams.audio if s.codec_context.name in MP3_DECODERS]
+        streams = [s for s in result.streams if s.codec_context.name in MP3_DECODERS | {"mjpeg"}]
         reservoirs: dict[int, mp3.Reservoir[tuple[int, bytes]]] = {
-            s.index: mp3.Reservoir() for s in streams
+            s.index: mp3.Reservoir() for s in streams if s.codec_context.name in MP3_DECODERS
         }
 
-        def write(ready: list[tuple[bytes, tuple[int, bytes]]]) -> None:
-            nonlocal rewritten
+        def write(ready: list[tuple[bytes, tuple[int, bytes]]], name: str) -> None:
             for data, (position, original) in ready:
-                if data == original or position < 0:
+                if data == original:
                     continue
+                target.seek(max(position, 0))
+                if position < 0 or target.read(len(original)) != original:
+                    raise MediaError("a packet is not where the file says")
                 target.seek(position)
-                if target.read(len(original)) == original:
-                    target.seek(position)
-                    target.write(data)
-                    rewritten += 1
+                target.write(data)
+                went.extend([name] if name not in went else [])
 
         for packet in result.demux(streams):
-            if packet.size:
-                original = bytes(packet)
-                position = -1 if packet.pos is None else packet.pos
-                write(reservoirs[packet.stream.index].push(original, (position, original)))
+            if not packet.size:
+                continue
+            original = bytes(packet)
+            where = (-1 if packet.pos is None else packet.pos, original)
+            if packet.stream.index in reservoirs:
+                write(reservoirs[packet.stream.index].push(original, where), ANCILLARY_NAME)
+                continue
+            frame, _ = jpeg.rebuild_frame(original)
+            if len(frame) > len(original):
+                raise MediaError("a rebuilt frame is longer")
+            write([(frame + bytes(len(original) - len(frame)), where)], MJPEG_NAME)
         for reservoir in reservoirs.values():
-            write(reservoir.finish())
-    return rewritten
+            write(reservoir.finish(), ANCILLARY_NAME)
+    return went

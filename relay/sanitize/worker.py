@@ -164,17 +164,19 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
     _, muxer, out_mime, audio_only = formats
     if not (source_layout.audio if audio_only else source_layout.video):
         return {"ok": False, "reason": "malformed"}  # a shell: metadata, no media
+    if not media.codecs_kept(source_layout, audio_only):
+        return {"ok": False, "reason": "unsupported"}
     names += media.removed_names(source, audio_only)
     command, extra = media.remux_command(
         files.input_path, files.output_path, formats, source_layout
     )
     media.run(command, fds, FFMPEG_TIMEOUT)
     release_input(files)
-    if "mp3" in source_layout.audio:  # an AVI's or a WAV's MP3 sound: LAME's version goes
+    if "mp3" in source_layout.audio or any(c == "mjpeg" for c, _, _ in source_layout.video):
+        # An AVI's or a WAV's MP3 sound (LAME's version), an AVI's Motion JPEG (EXIF)
         from . import video  # noqa: PLC0415 - PyAV only where it is used
 
-        if video.zero_ancillary(files.output_path, media.readback_demuxer(muxer)):
-            extra.append(video.ANCILLARY_NAME)
+        extra += video.rewrite_in_place(files.output_path, media.readback_demuxer(muxer))
     readback = media.readback_demuxer(muxer)
     result = media.probe(files.output_path, readback, fds, FFMPEG_TIMEOUT)
     media.check(source_layout, media.layout(result), audio_only)

@@ -68,8 +68,11 @@ STRUCTURAL = frozenset(
     AlphaMask ColorSpace Unknown_vprp Unknown_JUNK AverageBitrate BufferSize MaxBitrate
     Unknown_btrt Unknown_alac ColorMap AnimationLoopCount
     Unknown_mvex MovieFragmentSequence Unknown_tfhd Unknown_tfdt Unknown_trun Unknown_mfra
+    Unknown_av1C Unknown_dOps VideoFieldOrder
     """.split()
 )
+# Unknown_av1C and Unknown_dOps are MP4's AV1 and Opus configuration records, which exiftool
+# 12.57 does not name; VideoFieldOrder is QuickTime's field order (a Motion JPEG's).
 # Matroska_0x15b0 is Colour, 0x16aa CodecDelay, 0x16bb SeekPreRoll (exiftool 12.57 does not
 # name them); 0x0070 is read by exiftool inside the Cues. An AVI's stream format is a
 # BITMAPINFOHEADER, which exiftool reports as if it were a BMP file (File:BMPVersion...).
@@ -174,12 +177,11 @@ def strings_found(data: bytes, strings: set[str]) -> set[str]:
     return found
 
 
-# Encoder version strings the sanitizer removes from inside the sound itself: LAME writes
+# Encoder version strings the sanitizer removes from inside the streams: LAME writes
 # "LAME3.100" into its Xing frame and into the spare (ancillary) bytes of ordinary frames;
 # FAAC names itself in a fill element of the first AAC frame ("libfaac 1.24"), as FFmpeg's
-# encoder does ("Lavc59.37.100": not searched for here, since Motion JPEG frames still
-# carry FFmpeg's name in a comment segment; the AAC tests search for it).
-ENCODER_STRINGS = re.compile(rb"(?:LAME|libfaac )\d[\w.]*")
+# encoder does ("Lavc59.37.100"), and FFmpeg's Motion JPEG encoder in each frame's comment.
+ENCODER_STRINGS = re.compile(rb"(?:LAME|libfaac |Lavc)\d[\w.]*")
 
 
 def encoder_strings(data: bytes) -> set[bytes]:

@@ -285,17 +285,77 @@ def avi_h264(folder: Path) -> Path:
     return _video(folder, "in-h264.avi", [*codec, "-c:a", "libmp3lame"], [], [])
 
 
+def _camera_mjpeg(folder: Path, name: str, sound: str) -> Path:
+    """Motion JPEG as cameras write it: every frame a JPEG holding the camera's EXIF (maker,
+    model, serial number, GPS, time) and XMP, and FFmpeg's name in a comment segment."""
+    frames = folder / "frames"
+    frames.mkdir()
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=2",
+           "-c:v", "mjpeg", str(frames / "f%02d.jpg"))  # fmt: skip
+    exiftool_write(frames, *EXIF_ARGS, *XMP_ARGS)
+    path = folder / name
+    ffmpeg(
+        "-framerate", "10", "-i", str(frames / "f%02d.jpg"),
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+        "-map", "0", "-map", "1", *FFMPEG_METADATA, "-c:v", "copy", "-c:a", sound, str(path),
+    )  # fmt: skip
+    return path
+
+
 def avi_mjpeg(folder: Path) -> Path:
-    """Motion JPEG and PCM sound, as compact cameras record."""
-    codec = ["-c:v", "mjpeg", "-c:a", "pcm_s16le"]
-    return _video(folder, "in-mjpeg.avi", codec, [], [])
+    """Motion JPEG and PCM sound, as compact cameras record (streamed as Matroska)."""
+    return _camera_mjpeg(folder, "in-mjpeg.avi", "pcm_s16le")
 
 
 def avi_adpcm(folder: Path) -> Path:
     """Motion JPEG with IMA ADPCM sound, which Matroska's muxer does not list: remuxed whole
-    into an AVI instead of streamed (video.WRITTEN_AS)."""
-    codec = ["-c:v", "mjpeg", "-c:a", "adpcm_ima_wav"]
-    return _video(folder, "in-adpcm.avi", codec, [], [])
+    into an AVI instead of streamed (video.WRITTEN_AS), its frames rebuilt in place."""
+    return _camera_mjpeg(folder, "in-adpcm.avi", "adpcm_ima_wav")
+
+
+def mov_mjpeg(folder: Path) -> Path:
+    """Motion JPEG in a QuickTime file, as some cameras write it."""
+    return _camera_mjpeg(folder, "in-mjpeg.mov", "pcm_s16le")
+
+
+def _av1_metadata_obu(text: str) -> bytes:
+    """An AV1 metadata OBU of type ITU-T T.35 carrying `text` (as a camera's vendor data
+    would), with its size field."""
+    payload = bytes([4, 0x26]) + text.encode() + b"\x80"  # type, country code, trailing bit
+    assert len(payload) < 128  # one byte of LEB128 size
+    return bytes([(5 << 3) | 0x02, len(payload)]) + payload
+
+
+def av1(folder: Path, name: str = "in-av1.mkv") -> Path:
+    """AV1 (libaom) and Opus, with a metadata OBU naming the camera in its configuration
+    record and before every frame."""
+    import av  # noqa: PLC0415 - PyAV inserts the OBUs; only this sample needs it
+
+    plain = _video(folder, f"plain-{name}", ["-c:v", "libaom-av1", "-cpu-used", "8",
+                                             "-c:a", "libopus"], [], [])  # fmt: skip
+    path = folder / name
+    with av.open(str(plain)) as source, av.open(str(path), "w") as target:
+        # opaque: the decoder's codec (libdav1d has no encoder to name the stream by)
+        streams = {s.index: target.add_stream_from_template(s, opaque=True) for s in source.streams}
+        video = source.streams.video[0]
+        record = bytes(video.codec_context.extradata or b"")
+        streams[video.index].codec_context.extradata = record + _av1_metadata_obu(MODEL)
+        for packet in source.demux():
+            if packet.size == 0:
+                continue
+            index = packet.stream.index
+            if index == video.index:
+                copy = av.Packet(_av1_metadata_obu(SERIAL) + bytes(packet))
+                copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
+                copy.is_keyframe = packet.is_keyframe
+                packet = copy
+            packet.stream = streams[index]
+            target.mux(packet)
+    return path
+
+
+def av1_mp4(folder: Path) -> Path:
+    return av1(folder, "in-av1.mp4")
 
 
 # name: (maker, MIME type of the cleaned file)
@@ -328,4 +388,7 @@ SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "avi-h264": (avi_h264, "video/x-msvideo"),
     "avi-mjpeg": (avi_mjpeg, "video/x-matroska"),
     "avi-adpcm": (avi_adpcm, "video/x-msvideo"),
+    "mov-mjpeg": (mov_mjpeg, "video/quicktime"),
+    "av1": (av1, "video/x-matroska"),
+    "av1-mp4": (av1_mp4, "video/mp4"),
 }

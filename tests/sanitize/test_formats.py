@@ -151,7 +151,7 @@ def _frames(path: Path) -> list[tuple[str, int]]:
 
 STREAMED_OR_AVI = [
     *("mp4", "mov", "3gp", "mkv", "webm", "avi", "avi-bframes", "avi-xvid-packed", "avi-h264"),
-    *("avi-mjpeg", "avi-adpcm"),
+    *("avi-mjpeg", "avi-adpcm", "mov-mjpeg", "av1", "av1-mp4"),
 ]
 
 

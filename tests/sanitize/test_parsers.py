@@ -145,6 +145,61 @@ def test_jpeg_rebuild_on_mutated_files(data: bytes, orientation: int) -> None:
             assert allowed, f"APP{marker - jpeg.APP0} kept"
 
 
+def _frame_images(data: bytes) -> list[bytes]:
+    """The images of a rebuilt Motion JPEG frame, each from its SOI (a rebuilt frame holds
+    no padding, and only scans can hold FF D8: stuffed, so never)."""
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xd8"]
+    return [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)], strict=True)]
+
+
+@MUTATIONS
+@given(data=_mutated("jpeg"), fields=st.sampled_from([1, 2]), padding=st.integers(0, 3))
+def test_jpeg_frame_rebuild_on_mutated_files(data: bytes, fields: int, padding: int) -> None:
+    """A video's frame: one image or two (an interlaced frame's fields), zero padding
+    after. The result is never longer, and holds only image segments, JFIF, Adobe, AVI1."""
+    frame = (data + bytes(padding)) * fields
+    try:
+        out, dropped = jpeg.rebuild_frame(frame)
+    except ValueError:
+        return
+    assert len(out) <= len(frame)
+    assert jpeg.rebuild_frame(out) == (out, 0)
+    assert out.startswith(b"\xff\xd8")
+    for image in _frame_images(out):
+        for marker, body in _jpeg_segments(image):
+            assert marker != jpeg.COM
+            if jpeg.APP0 <= marker <= 0xEF:
+                assert body.startswith((b"JFIF\x00", b"Adobe", b"AVI1")), f"APP{marker - 0xE0}"
+                assert not body.startswith(b"AVI1") or body[5:] == bytes(len(body) - 5)
+
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def test_jpeg_frame_keeps_both_fields_the_avi1_order_and_a_scan_cut_short() -> None:
+    image = _FILES["jpeg"][0]
+    bare, removed = jpeg.rebuild(image, 1)
+    assert removed  # the sample's EXIF, XMP, IPTC, comment
+    avi1 = _segment(jpeg.APP0, b"AVI1\x01\x00" + bytes.fromhex("0000abcd0000abcc"))
+    field = image[:2] + avi1 + image[2:]
+    out, dropped = jpeg.rebuild_frame(field + b"\x00\x00" + field + b"\xff\xffjunk")
+    assert dropped == 2 * len(removed) + 1  # each field's blocks, and the bytes after them
+    first, second = _frame_images(out)
+    assert first == second
+    assert _segment(jpeg.APP0, b"AVI1\x01" + bytes(9)) in first  # polarity kept, sizes zeroed
+    assert first.replace(_segment(jpeg.APP0, b"AVI1\x01" + bytes(9)), b"") == bare
+    # A camera that stopped mid-frame: the scan is kept as far as it goes, with no EOI.
+    cut = field[: len(field) - 100]
+    out, _ = jpeg.rebuild_frame(cut)
+    assert out == bare[:2] + _segment(jpeg.APP0, b"AVI1\x01" + bytes(9)) + bare[2:-100]
+    with pytest.raises(ValueError, match="runs past the end"):
+        jpeg.rebuild(cut, 1)  # a photo cut short is refused
+    for hostile in (b"", bytes(16), b"junk" + field, field[:40]):
+        with pytest.raises(ValueError):
+            jpeg.rebuild_frame(hostile)
+
+
 @MUTATIONS
 @given(data=_mutated("png"))
 def test_png_chunks_on_mutated_files(data: bytes) -> None:
