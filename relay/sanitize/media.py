@@ -82,6 +82,9 @@ VIDEO_CODECS = frozenset(
 )
 AUDIO_CODECS = frozenset({"aac", "mp3", "opus", "vorbis", "flac", "alac", "amr_nb", "amr_wb"})
 AUDIO_CODEC_FAMILIES = ("pcm_", "adpcm_")
+# Codecs whose packets in a result of the CLI are then rewritten in place, at the same size
+# (video.rewrite_in_place): MP3's ancillary bytes, AAC's fill element, Motion JPEG frames.
+IN_PLACE = frozenset({"mp3", "aac", "mjpeg"})
 
 
 def codec_kept(kind: str, codec: str) -> bool:

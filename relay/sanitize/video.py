@@ -655,8 +655,9 @@ def _compare(sources: list[Tally], results: list[Tally], declared: int | None) -
 
 def rewrite_in_place(path: str, demuxer: str) -> list[str]:
     """Rewrites, in place and at the same size, what a result the ffmpeg CLI wrote (an AVI
-    that stays an AVI, a WAV of MP3) copied from inside its streams: the ancillary bytes of
-    MP3 sound are zeroed (mp3.py), and each Motion JPEG frame is rebuilt from its image
+    that stays an AVI, a WAV of MP3) copied from inside its streams (media.IN_PLACE):
+    the ancillary bytes of MP3 sound are zeroed (mp3.py), the encoder's fill element in AAC
+    frames made filler (aac.py), and each Motion JPEG frame is rebuilt from its image
     segments (jpeg.py), followed by zero bytes up to its former size, which a decoder
     never reads. Every packet that changes must be found in the file at its position.
     Returns the names of what went. Raises MediaError, and what the parsers raise."""
@@ -666,9 +667,9 @@ def rewrite_in_place(path: str, demuxer: str) -> list[str]:
         av.open(source, "r", format=demuxer, buffer_size=INPUT_BUFFER, io_open=_no_io) as result,
         open(path, "r+b", buffering=0) as target,
     ):
-        streams = [s for s in result.streams if s.codec_context.name in MP3_DECODERS | {"mjpeg"}]
+        streams = [s for s in result.streams if _codec_id(s) in media.IN_PLACE]
         reservoirs: dict[int, mp3.Reservoir[tuple[int, bytes]]] = {
-            s.index: mp3.Reservoir() for s in streams if s.codec_context.name in MP3_DECODERS
+            s.index: mp3.Reservoir() for s in streams if _codec_id(s) == "mp3"
         }
 
         def write(ready: list[tuple[bytes, tuple[int, bytes]]], name: str) -> None:
@@ -689,6 +690,9 @@ def rewrite_in_place(path: str, demuxer: str) -> list[str]:
             where = (-1 if packet.pos is None else packet.pos, original)
             if packet.stream.index in reservoirs:
                 write(reservoirs[packet.stream.index].push(original, where), ANCILLARY_NAME)
+                continue
+            if _codec_id(packet.stream) == "aac":
+                write([(bytes(aac.without_names(original)[0]), where)], AAC_NAME)
                 continue
             frame, _ = jpeg.rebuild_frame(original)
             if len(frame) > len(original):

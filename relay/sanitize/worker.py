@@ -172,8 +172,10 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
     )
     media.run(command, fds, FFMPEG_TIMEOUT)
     release_input(files)
-    if "mp3" in source_layout.audio or any(c == "mjpeg" for c, _, _ in source_layout.video):
-        # An AVI's or a WAV's MP3 sound (LAME's version), an AVI's Motion JPEG (EXIF)
+    codecs = {*source_layout.audio, *(codec for codec, _, _ in source_layout.video)}
+    if codecs & media.IN_PLACE:
+        # An AVI's or a WAV's MP3 (LAME's version) or AAC sound (the encoder's name), an
+        # AVI's Motion JPEG (a camera's EXIF)
         from . import video  # noqa: PLC0415 - PyAV only where it is used
 
         extra += video.rewrite_in_place(files.output_path, media.readback_demuxer(muxer))

@@ -285,6 +285,13 @@ def avi_h264(folder: Path) -> Path:
     return _video(folder, "in-h264.avi", [*codec, "-c:a", "libmp3lame"], [], [])
 
 
+def avi_h264_aac(folder: Path) -> Path:
+    """The same with AAC sound: FFmpeg's encoder names itself in the first AAC frame, which
+    the worker rewrites in place in the AVI (video.rewrite_in_place)."""
+    codec = ["-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p"]
+    return _video(folder, "in-h264-aac.avi", [*codec, "-c:a", "aac"], [], [])
+
+
 def _camera_mjpeg(folder: Path, name: str, sound: str) -> Path:
     """Motion JPEG as cameras write it: every frame a JPEG holding the camera's EXIF (maker,
     model, serial number, GPS, time) and XMP, and FFmpeg's name in a comment segment."""
@@ -386,6 +393,7 @@ SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "avi-bframes": (avi_bframes, "video/x-matroska"),
     "avi-xvid-packed": (avi_xvid_packed, "video/x-msvideo"),
     "avi-h264": (avi_h264, "video/x-msvideo"),
+    "avi-h264-aac": (avi_h264_aac, "video/x-msvideo"),
     "avi-mjpeg": (avi_mjpeg, "video/x-matroska"),
     "avi-adpcm": (avi_adpcm, "video/x-msvideo"),
     "mov-mjpeg": (mov_mjpeg, "video/quicktime"),
