@@ -5,11 +5,16 @@ them, and what an MPEG-4 packet says of frame order.
 Rules:
 - user data (code B2) is dropped, from packets and from the configuration record:
   encoders write their name and version there ("XviD0069", "DivX503b1393p",
-  "Lavc59.37.100"), and a decoder shows the same picture without it. It runs to the next
-  start code (the standards forbid 23 zero bits in a row inside it). What is lost: FFmpeg
-  recognises a few early encoder versions from these strings and works around their bugs
-  (Xvid builds before 2004, DivX 4 and 5, lavc before 2005); such a file may now decode
-  with small errors;
+  "Lavc59.37.100"). It runs to the next start code (the standards forbid 23 zero bits in a
+  row inside it);
+- except, in MPEG-4, what FFmpeg's decoder reads from it (`decoder_hint`): an Xvid build
+  makes it use Xvid's own IDCT (measured: without "XviD0069", a libxvid video decodes to
+  other pixels, PSNR 61 dB), and Xvid, DivX and old FFmpeg versions turn on workarounds
+  for their encoders' bugs; DivX's "p" marks packed B-frames. Each such string is
+  rewritten with the smallest number that makes the decoder choose the same ("XviD0069"
+  becomes "XviD33", "DivX503b1393p" "DivX503b0p"), so the picture decodes identical and
+  the exact version is not told; a version that changes nothing (any FFmpeg since 2005)
+  goes;
 - every other byte is copied as it is;
 - an MPEG-4 packet holding more than one video object plane (VOP, code B6) is DivX's
   "packed B-frames": FFmpeg finds the second frame only through the user data above, so
@@ -33,23 +38,74 @@ I_VOP, P_VOP, B_VOP, S_VOP = 0, 1, 2, 3
 CODECS = frozenset({"mpeg1video", "mpeg2video", "mpeg4"})
 
 
-def without_user_data(data: bytes | memoryview) -> tuple[bytes | memoryview, int]:
-    """`data` without its user data units; returns it (`data` itself, not copied, when
-    there were none) and how many went."""
+# FFmpeg's decode_user_data (libavcodec/mpeg4videodec.c), as patterns; the thresholds are
+# those of ff_mpeg4_workaround_bugs: each number becomes the smallest of its class.
+_DIVX = re.compile(rb"DivX(\d{1,9})(?:Build|b)(\d{1,9})(.?)", re.DOTALL)
+_XVID = re.compile(rb"XviD(\d{1,9})")
+_LAVC = re.compile(rb"FFmpe[^b]+b(\d{1,9})|FFmpeg v\d+\.\d+\.\d+ / libavcodec build: (\d{1,9})")
+_LAVC_VERSION = re.compile(rb"Lavc(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
+_XVID_CLASSES = (0, 2, 4, 13, 33)  # builds <= 1, <= 3, <= 12, <= 32, later
+_DIVX_VERSIONS = (0, 500, 501, 502, 503)  # < 500, 500, 501, 502, later
+_LAVC_CLASSES = (0, 4653, 4655, 4670)  # builds after 4712 need nothing
+_LAVC_NEEDS_NOTHING = 4713
+_DIVX_BUGGY_BUILD = (501, 20020416)  # this one DivX release has a padding bug of its own
+
+
+def _class(value: int, floors: tuple[int, ...]) -> int:
+    return max(floor for floor in floors if floor <= value)
+
+
+def decoder_hint(content: bytes) -> bytes | None:
+    """What FFmpeg's MPEG-4 decoder reads from a user data unit's `content` (the bytes
+    after its start code), with each number the smallest that makes it decode the same;
+    None when it reads nothing that changes decoding."""
+    if found := _DIVX.match(content):
+        version, build = int(found[1]), int(found[2])
+        packed = b"p" if found[3] == b"p" else b""
+        if (version, build) != _DIVX_BUGGY_BUILD:
+            version = _class(version, _DIVX_VERSIONS)
+            build = 0 if build < 1814 else 1814
+        return b"DivX%db%d%s" % (version, build, packed)
+    if found := _XVID.match(content):
+        return b"XviD%d" % _class(int(found[1]), _XVID_CLASSES)
+    build = -1
+    if found := _LAVC.match(content):
+        build = int(found[1] or found[2])
+    elif found := _LAVC_VERSION.match(content):
+        build = (int(found[1]) << 16) + (int(found[2]) << 8) + int(found[3])
+    elif content.split(b"\x00", 1)[0] == b"ffmpeg":
+        build = 4600
+    if 0 <= build < _LAVC_NEEDS_NOTHING:
+        return b"FFmpegb%d" % _class(build, _LAVC_CLASSES)
+    return None
+
+
+def without_user_data(
+    data: bytes | memoryview, hints: bool = False
+) -> tuple[bytes | memoryview, int]:
+    """`data` without its user data units (with `hints`, MPEG-4: each unit that holds a
+    decoder hint is rewritten to hold only that); returns it (`data` itself, not copied,
+    when nothing changed) and how many units went or changed."""
     found = _USER_DATA.search(data)
     if found is None:
         return data, 0
     view = memoryview(data)
     kept = bytearray()
-    removed, position = 0, 0
+    changed, position = 0, 0
     while found is not None:
         kept += view[position : found.start()]
         end = _START.search(data, found.end())
-        removed += 1
         position = len(view) if end is None else end.start()
+        content = bytes(view[found.end() : position])
+        hint = decoder_hint(content) if hints else None
+        if hint is not None:
+            kept += found[0] + hint
+        changed += hint != content
         found = _USER_DATA.search(data, position)
+    if not changed:
+        return data, 0
     kept += view[position:]
-    return bytes(kept), removed
+    return bytes(kept), changed
 
 
 def vop_types(data: bytes | memoryview) -> list[int]:

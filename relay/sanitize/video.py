@@ -365,7 +365,7 @@ def _plan(
     original = bytes(source.codec_context.extradata or b"")
     extradata, dropped, names, size_bytes = original, 0, [], 0
     if user_data:
-        cleaned, dropped = mpegvideo.without_user_data(extradata)
+        cleaned, dropped = mpegvideo.without_user_data(extradata, hints=codec == "mpeg4")
         extradata = bytes(cleaned)
     elif av1 and extradata:
         if extradata[0] & 0x80:  # an av1C record; else bare OBUs
@@ -429,7 +429,7 @@ def _copy(
     else:
         if plan.user_data:
             _check_order(data, plan)
-            data, dropped = mpegvideo.without_user_data(data)
+            data, dropped = mpegvideo.without_user_data(data, hints=plan.tally.codec == "mpeg4")
         elif plan.av1:
             data, dropped = obu.without_metadata(data)
         elif plan.tally.codec == "aac":

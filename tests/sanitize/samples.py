@@ -270,6 +270,13 @@ def avi_bframes(folder: Path) -> Path:
     return _video(folder, "in-bframes.avi", codec, [], [])
 
 
+def avi_xvid(folder: Path) -> Path:
+    """Xvid (libxvidcore) without B-frames, its build in user data ("XviD0069"), which
+    FFmpeg's decoder reads to choose Xvid's own IDCT: streamed as Matroska."""
+    codec = ["-c:v", "libxvid", "-bf", "0", "-c:a", "libmp3lame"]
+    return _video(folder, "in-xvid-plain.avi", codec, [], [])
+
+
 def avi_xvid_packed(folder: Path) -> Path:
     """Xvid (libxvidcore) with B-frames, packed two to a packet as DivX did ("DivX503b1393p"
     in its user data): not streamed, remuxed whole into an AVI (video.py)."""
@@ -391,6 +398,7 @@ SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "webm": (webm, "video/webm"),
     "avi": (avi, "video/x-matroska"),
     "avi-bframes": (avi_bframes, "video/x-matroska"),
+    "avi-xvid": (avi_xvid, "video/x-matroska"),
     "avi-xvid-packed": (avi_xvid_packed, "video/x-msvideo"),
     "avi-h264": (avi_h264, "video/x-msvideo"),
     "avi-h264-aac": (avi_h264_aac, "video/x-msvideo"),

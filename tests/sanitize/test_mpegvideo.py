@@ -42,6 +42,44 @@ def test_a_packet_of_user_data_only_becomes_empty() -> None:
     assert mpegvideo.without_user_data(USER * 1000) == (b"", 1000)
 
 
+@pytest.mark.parametrize(
+    ("content", "hint"),
+    [
+        (b"XviD0069", b"XviD33"),
+        (b"XviD0001", b"XviD0"),
+        (b"XviD3", b"XviD2"),
+        (b"XviD12", b"XviD4"),
+        (b"XviD32", b"XviD13"),
+        (b"DivX503b1393p", b"DivX503b0p"),
+        (b"DivX503Build2150", b"DivX503b1814"),
+        (b"DivX612b2850p\x00", b"DivX503b1814p"),
+        (b"DivX501b20020416", b"DivX501b20020416"),  # FFmpeg fixes this one build's padding
+        (b"DivX400b100\x00p", b"DivX0b0"),  # the "p" must follow the build to mean packed
+        (b"ffmpeg", b"FFmpegb0"),
+        (b"FFmpeg0.4.6b4654", b"FFmpegb4653"),
+        (b"FFmpeg v0.4.9 / libavcodec build: 4712", b"FFmpegb4670"),
+        (b"Lavc0.18.3", b"FFmpegb0"),  # build 0x1203
+        (b"Lavc59.37.100", None),  # FFmpeg since 2005: nothing to work around
+        (b"AmanahModelX9 2024-05-06", None),
+        (b"XviD", None),
+        (b"", None),
+    ],
+)
+def test_decoder_hints_keep_only_what_ffmpeg_reads(content: bytes, hint: bytes | None) -> None:
+    assert mpegvideo.decoder_hint(content) == hint
+
+
+def test_hints_stay_in_mpeg4_and_the_rest_goes() -> None:
+    lavc = b"\x00\x00\x01\xb2Lavc59.37.100"
+    packet = VOS + USER + DIVX + lavc + VOL + I_VOP
+    cleaned, changed = mpegvideo.without_user_data(packet, hints=True)
+    hinted = VOS + b"\x00\x00\x01\xb2XviD33\x00\x00\x01\xb2DivX503b0p" + VOL + I_VOP
+    assert (bytes(cleaned), changed) == (hinted, 3)
+    again = mpegvideo.without_user_data(cleaned, hints=True)
+    assert again[0] is cleaned and again[1] == 0  # already canonical: not copied
+    assert mpegvideo.without_user_data(packet) == (VOS + VOL + I_VOP, 3)  # MPEG-1/2: all goes
+
+
 def test_vop_types_are_read_in_order() -> None:
     assert mpegvideo.vop_types(VOS + USER + I_VOP) == [mpegvideo.I_VOP]
     assert mpegvideo.vop_types(memoryview(I_VOP + B_VOP)) == [mpegvideo.I_VOP, mpegvideo.B_VOP]
