@@ -10,8 +10,9 @@ and a crash in a demuxer kills that process, not the worker that reports it. Vid
 instead (video.py), an AVI as Matroska, since the AVI muxer seeks back to finish its header
 and cannot write forward only. An AVI that cannot become Matroska (B-frames other than
 MPEG-4's plain ones, a codec Matroska's muxer does not list: video.WRITTEN_AS) comes here
-after all and is held in RAM twice, input and result; its MPEG-4 user data stays (no
-bitstream filter of ffmpeg removes it).
+after all and is held in RAM twice, input and result; what no bitstream filter of ffmpeg
+removes (MPEG user data, Motion JPEG segments, MP3 and AAC encoder strings) the worker then
+rewrites in place (video.rewrite_in_place).
 
 Rules (measured in notes/metadata.md):
 - the demuxer is forced from the type libmagic found and only the `file` protocol is
@@ -83,8 +84,9 @@ VIDEO_CODECS = frozenset(
 AUDIO_CODECS = frozenset({"aac", "mp3", "opus", "vorbis", "flac", "alac", "amr_nb", "amr_wb"})
 AUDIO_CODEC_FAMILIES = ("pcm_", "adpcm_")
 # Codecs whose packets in a result of the CLI are then rewritten in place, at the same size
-# (video.rewrite_in_place): MP3's ancillary bytes, AAC's fill element, Motion JPEG frames.
-IN_PLACE = frozenset({"mp3", "aac", "mjpeg"})
+# (video.rewrite_in_place): MP3's ancillary bytes, AAC's fill element, Motion JPEG frames,
+# MPEG-1/2/4 user data.
+IN_PLACE = frozenset({"mp3", "aac", "mjpeg", "mpeg4", "mpeg1video", "mpeg2video"})
 
 
 def codec_kept(kind: str, codec: str) -> bool:

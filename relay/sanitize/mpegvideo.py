@@ -14,7 +14,8 @@ Rules:
   rewritten with the smallest number that makes the decoder choose the same ("XviD0069"
   becomes "XviD33", "DivX503b1393p" "DivX503b0p"), so the picture decodes identical and
   the exact version is not told; a version that changes nothing (any FFmpeg since 2005)
-  goes;
+  goes; in a file rewritten in place (an AVI that stays an AVI) the freed bytes become
+  spaces (`user_data_in_place`);
 - every other byte is copied as it is;
 - an MPEG-4 packet holding more than one video object plane (VOP, code B6) is DivX's
   "packed B-frames": FFmpeg finds the second frame only through the user data above, so
@@ -106,6 +107,20 @@ def without_user_data(
         return data, 0
     kept += view[position:]
     return bytes(kept), changed
+
+
+def user_data_in_place(data: bytes, hints: bool = False) -> bytes:
+    """`data` at the same size, each user data unit's bytes replaced by its decoder hint
+    (with `hints`; MPEG-4) or by nothing, then spaces to its former end (for a file
+    rewritten in place: FFmpeg reads a hint up to its first space)."""
+    out = bytearray(data)
+    for found in _USER_DATA.finditer(data):
+        end = _START.search(data, found.end())
+        stop = len(data) if end is None else end.start()
+        content = data[found.end() : stop]
+        hint = (decoder_hint(content) if hints else None) or b""
+        out[found.end() : stop] = hint + b" " * (len(content) - len(hint))
+    return bytes(out)
 
 
 def vop_types(data: bytes | memoryview) -> list[int]:

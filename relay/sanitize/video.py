@@ -60,7 +60,7 @@ import io
 import queue
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, BinaryIO
@@ -118,6 +118,8 @@ MJPEG_NAME = "camera and encoder data in the video frames (JPEG APPn and COM seg
 # not recognise it (measured: mutagen's lame397v9short.mp3, 3 frames, 72 ms, is not; its
 # input had a Xing frame as a fourth).
 MP3_MIN_FRAMES = 4
+# An AVI's header, where a result of the CLI holds its video's configuration record.
+RECORD_SEARCHED = 1 << 16
 MP3_DECODERS = frozenset({"mp3float", "mp3"})  # Layer III: its ancillary bytes go (mp3.py)
 # A packet's duration this large is a negative 32-bit number read unsigned: FFmpeg's Ogg
 # demuxer gives one to a last packet whose end trim starts before it (mutagen's empty.ogg).
@@ -691,8 +693,13 @@ def rewrite_in_place(path: str, demuxer: str) -> list[str]:
             if packet.stream.index in reservoirs:
                 write(reservoirs[packet.stream.index].push(original, where), ANCILLARY_NAME)
                 continue
-            if _codec_id(packet.stream) == "aac":
+            codec = _codec_id(packet.stream)
+            if codec == "aac":
                 write([(bytes(aac.without_names(original)[0]), where)], AAC_NAME)
+                continue
+            if codec in mpegvideo.CODECS:
+                hinted = mpegvideo.user_data_in_place(original, hints=codec == "mpeg4")
+                write([(hinted, where)], USER_DATA_NAME)
                 continue
             frame, _ = jpeg.rebuild_frame(original)
             if len(frame) > len(original):
@@ -700,4 +707,29 @@ def rewrite_in_place(path: str, demuxer: str) -> list[str]:
             write([(frame + bytes(len(original) - len(frame)), where)], MJPEG_NAME)
         for reservoir in reservoirs.values():
             write(reservoir.finish(), ANCILLARY_NAME)
+        for stream in streams:
+            _record_in_place(stream, target, write)
     return went
+
+
+def _record_in_place(
+    stream: av.stream.Stream,
+    target: BinaryIO,
+    write: Callable[[list[tuple[bytes, tuple[int, bytes]]], str], None],
+) -> None:
+    """The user data of an MPEG-1/2/4 stream's configuration record, rewritten where the
+    file's header holds that record (once, before the first packet). Raises MediaError if
+    it is not found exactly once."""
+    codec = _codec_id(stream)
+    record = bytes(stream.codec_context.extradata or b"")
+    if codec not in mpegvideo.CODECS or not record:
+        return
+    hinted = mpegvideo.user_data_in_place(record, hints=codec == "mpeg4")
+    if hinted == record:
+        return
+    target.seek(0)
+    head = target.read(RECORD_SEARCHED)
+    position = head.find(record)
+    if position < 0 or head.find(record, position + 1) >= 0:
+        raise MediaError("the configuration record is not where the file says")
+    write([(hinted, (position, record))], USER_DATA_NAME)

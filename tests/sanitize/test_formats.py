@@ -97,6 +97,22 @@ def test_mpeg4_encoder_strings_are_removed(name: str, stripping: Stripping, tmp_
     assert "encoder data in the video stream (user data)" in report.removed
 
 
+@pytest.mark.parametrize("name", ["avi-xvid", "avi-xvid-packed"])
+def test_xvid_builds_keep_only_what_the_decoder_reads(
+    name: str, stripping: Stripping, tmp_path: Path
+) -> None:
+    """libxvid writes its build ("XviD0069"), and for packed B-frames a DivX string too
+    ("DivX503b1393p"): streamed as Matroska, or rewritten in place in an AVI that stays an
+    AVI, each is cut to the class FFmpeg's decoder reads (the frames are compared in the
+    test below)."""
+    source = samples.SAMPLES[name][0](tmp_path)
+    assert b"XviD0069" in source.read_bytes()
+    _, report, data = clean(stripping, source.read_bytes())
+    assert b"XviD0069" not in data and b"DivX503b1393" not in data
+    assert b"XviD33" in data
+    assert "encoder data in the video stream (user data)" in report.removed
+
+
 def _frame_times_and_hashes(path: Path) -> list[str]:
     """Each video frame Debian's ffmpeg shows, in order: its presentation time (in frames)
     and the MD5 of its pixels."""

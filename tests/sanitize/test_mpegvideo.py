@@ -80,6 +80,21 @@ def test_hints_stay_in_mpeg4_and_the_rest_goes() -> None:
     assert mpegvideo.without_user_data(packet) == (VOS + VOL + I_VOP, 3)  # MPEG-1/2: all goes
 
 
+def test_in_place_the_size_stays_and_spaces_fill() -> None:
+    lavc = b"\x00\x00\x01\xb2Lavc59.37.100"
+    packet = VOS + USER + DIVX + lavc + VOL + I_VOP
+    hinted = mpegvideo.user_data_in_place(packet, hints=True)
+    assert len(hinted) == len(packet)
+    assert hinted == (
+        VOS + b"\x00\x00\x01\xb2XviD33  \x00\x00\x01\xb2DivX503b0p   "
+        + b"\x00\x00\x01\xb2" + b" " * 13 + VOL + I_VOP
+    )  # fmt: skip
+    assert mpegvideo.user_data_in_place(hinted, hints=True) == hinted
+    blank = mpegvideo.user_data_in_place(packet)  # MPEG-1/2: nothing is kept
+    start = b"\x00\x00\x01\xb2"
+    assert blank == VOS + start + b" " * 8 + start + b" " * 13 + start + b" " * 13 + VOL + I_VOP
+
+
 def test_vop_types_are_read_in_order() -> None:
     assert mpegvideo.vop_types(VOS + USER + I_VOP) == [mpegvideo.I_VOP]
     assert mpegvideo.vop_types(memoryview(I_VOP + B_VOP)) == [mpegvideo.I_VOP, mpegvideo.B_VOP]
