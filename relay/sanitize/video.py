@@ -321,6 +321,8 @@ class _Plan:
             return ANCILLARY_NAME
         if self.tally.codec == "aac":
             return AAC_NAME
+        if self.tally.codec == "mjpeg":
+            return MJPEG_NAME
         if self.av1:
             return media.OBU_NAME
         return media.SEI_NAME if self.syntax is not None else USER_DATA_NAME
