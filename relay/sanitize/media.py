@@ -25,8 +25,9 @@ Rules (measured in notes/metadata.md):
   is unsupported);
 - H.264 SEI (type 6) and HEVC SEI (39, 40) NAL units are dropped: they carry the encoder's
   settings string and camera-specific user data; so are AV1 metadata OBUs (type 5);
-- the worker then rewrites MP3 frames' ancillary bytes and Motion JPEG frames in place
-  (video.rewrite_in_place);
+- the worker then rewrites in place, at the same size, what no filter of the CLI removes
+  (`IN_PLACE`: MP3 ancillary bytes, AAC fill elements, Motion JPEG segments, MPEG user
+  data; video.rewrite_in_place);
 - FLAC is re-encoded (lossless; decoded samples identical): stale tags can hide in the audio
   area, and the vendor string, APPLICATION and CUESHEET blocks survive a tag deletion.
 

@@ -18,8 +18,9 @@ Rules:
   spaces (`user_data_in_place`);
 - every other byte is copied as it is;
 - an MPEG-4 packet holding more than one video object plane (VOP, code B6) is DivX's
-  "packed B-frames": FFmpeg finds the second frame only through the user data above, so
-  video.py does not clean such a stream;
+  "packed B-frames": FFmpeg finds the second frame only through DivX's "p" above, and made
+  up times would not fit, so video.py does not stream such a stream (it stays an AVI, its
+  user data rewritten in place);
 - `vop_types` reads each VOP's coding type (I, P, B or S): video.py counts VOPs per packet,
   and tells whether a stream reorders its frames.
 
@@ -29,6 +30,7 @@ Pure functions on bytes: no I/O, no FFmpeg.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 # Patterns, not bytes.find: `re` searches any buffer (a packet's memoryview) without a copy.
 _START = re.compile(rb"\x00\x00\x01")
@@ -81,28 +83,35 @@ def decoder_hint(content: bytes) -> bytes | None:
     return None
 
 
+def _user_data(data: bytes | memoryview) -> Iterator[tuple[int, int, int]]:
+    """(start, content, end) of each user data unit: its start code, the bytes after it,
+    and the next start code (or the end)."""
+    found = _USER_DATA.search(data)
+    while found is not None:
+        following = _START.search(data, found.end())
+        end = len(data) if following is None else following.start()
+        yield found.start(), found.end(), end
+        found = _USER_DATA.search(data, end)
+
+
 def without_user_data(
     data: bytes | memoryview, hints: bool = False
 ) -> tuple[bytes | memoryview, int]:
     """`data` without its user data units (with `hints`, MPEG-4: each unit that holds a
     decoder hint is rewritten to hold only that); returns it (`data` itself, not copied,
     when nothing changed) and how many units went or changed."""
-    found = _USER_DATA.search(data)
-    if found is None:
-        return data, 0
     view = memoryview(data)
     kept = bytearray()
     changed, position = 0, 0
-    while found is not None:
-        kept += view[position : found.start()]
-        end = _START.search(data, found.end())
-        position = len(view) if end is None else end.start()
-        content = bytes(view[found.end() : position])
-        hint = decoder_hint(content) if hints else None
+    for start, content, end in _user_data(data):
+        kept += view[position:start]
+        original = bytes(view[content:end])
+        hint = decoder_hint(original) if hints else None
         if hint is not None:
-            kept += found[0] + hint
-        changed += hint != content
-        found = _USER_DATA.search(data, position)
+            kept += view[start:content]
+            kept += hint
+        changed += hint != original
+        position = end
     if not changed:
         return data, 0
     kept += view[position:]
@@ -114,12 +123,9 @@ def user_data_in_place(data: bytes, hints: bool = False) -> bytes:
     (with `hints`; MPEG-4) or by nothing, then spaces to its former end (for a file
     rewritten in place: FFmpeg reads a hint up to its first space)."""
     out = bytearray(data)
-    for found in _USER_DATA.finditer(data):
-        end = _START.search(data, found.end())
-        stop = len(data) if end is None else end.start()
-        content = data[found.end() : stop]
-        hint = (decoder_hint(content) if hints else None) or b""
-        out[found.end() : stop] = hint + b" " * (len(content) - len(hint))
+    for _, content, end in _user_data(data):
+        hint = (decoder_hint(data[content:end]) if hints else None) or b""
+        out[content:end] = hint + b" " * (end - content - len(hint))
     return bytes(out)
 
 

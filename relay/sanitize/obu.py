@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 METADATA = 5
-SEQUENCE_HEADER = 1
 AV1C_HEADER = 4  # marker and version, profile and level, tier and colour, delay
 
 

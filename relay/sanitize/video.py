@@ -120,7 +120,17 @@ MJPEG_NAME = "camera and encoder data in the video frames (JPEG APPn and COM seg
 MP3_MIN_FRAMES = 4
 # An AVI's header, where a result of the CLI holds its video's configuration record.
 RECORD_SEARCHED = 1 << 16
-MP3_DECODERS = frozenset({"mp3float", "mp3"})  # Layer III: its ancillary bytes go (mp3.py)
+# What goes from inside each codec's stream, as the report names it (by FFmpeg's codec
+# names: _codec_id).
+INSIDE_NAMES = {
+    "h264": media.SEI_NAME,
+    "hevc": media.SEI_NAME,
+    "av1": media.OBU_NAME,
+    **dict.fromkeys(mpegvideo.CODECS, USER_DATA_NAME),
+    "mjpeg": MJPEG_NAME,
+    "mp3": ANCILLARY_NAME,  # Layer III (mp3.py)
+    "aac": AAC_NAME,
+}
 # A packet's duration this large is a negative 32-bit number read unsigned: FFmpeg's Ogg
 # demuxer gives one to a last packet whose end trim starts before it (mutagen's empty.ogg).
 WRAPPED_DURATION = 1 << 31
@@ -305,11 +315,10 @@ class _Plan:
 
     output: av.stream.Stream
     tally: Tally
+    codec: str  # FFmpeg's name (_codec_id)
     syntax: nal.Syntax | None
     length_size: int
     searched: bool  # packets searched by the last gate (all of them, or non-slice units)
-    user_data: bool  # MPEG-1/2/4 Part 2: user data goes
-    av1: bool  # its metadata OBUs go
     made_up_times: bool  # by the demuxer (an AVI): right for MPEG-4 only in frame order
     reorders: bool  # the stream's header announced B-frames
     dropped: int = 0  # units removed from inside the stream (SEI, user data)
@@ -317,15 +326,7 @@ class _Plan:
 
     @property
     def dropped_name(self) -> str:
-        if self.reservoir is not None:
-            return ANCILLARY_NAME
-        if self.tally.codec == "aac":
-            return AAC_NAME
-        if self.tally.codec == "mjpeg":
-            return MJPEG_NAME
-        if self.av1:
-            return media.OBU_NAME
-        return media.SEI_NAME if self.syntax is not None else USER_DATA_NAME
+        return INSIDE_NAMES[self.codec]
 
 
 def _muxer_options(muxer: str) -> dict[str, str]:
@@ -361,17 +362,15 @@ def _plan(
     # opaque: the stream is named by the decoder PyAV chose (libdav1d for AV1 has no
     # encoder to look up by its name); a remux needs only the stream's parameters.
     target = output.add_stream_from_template(source, opaque=True)
-    codec = source.codec_context.name
+    codec = _codec_id(source)
     video = source.type == "video"
-    av1 = video and _codec_id(source) == "av1"
     syntax = nal.SYNTAX.get(codec) if video else None
-    user_data = video and codec in mpegvideo.CODECS
     original = bytes(source.codec_context.extradata or b"")
     extradata, dropped, names, size_bytes = original, 0, [], 0
-    if user_data:
+    if codec in mpegvideo.CODECS:
         cleaned, dropped = mpegvideo.without_user_data(extradata, hints=codec == "mpeg4")
         extradata = bytes(cleaned)
-    elif av1 and extradata:
+    elif codec == "av1" and extradata:
         if extradata[0] & 0x80:  # an av1C record; else bare OBUs
             extradata, dropped = obu.av1c_without_metadata(extradata)
         else:
@@ -400,18 +399,10 @@ def _plan(
     searched = not codec.startswith(RAW_AUDIO)
     reorders = bool(video and getattr(source.codec_context, "has_b_frames", 0))
     plan = _Plan(
-        target,
-        _tally(source),
-        syntax,
-        size_bytes,
-        searched,
-        user_data,
-        av1,
-        made_up_times,
-        reorders,
+        target, _tally(source), codec, syntax, size_bytes, searched, made_up_times, reorders
     )
     plan.dropped = dropped
-    if codec in MP3_DECODERS:
+    if codec == "mp3":
         plan.reservoir = mp3.Reservoir()
     return plan, names
 
@@ -431,14 +422,14 @@ def _copy(
         for piece in nal.searchable(data, plan.syntax, plan.length_size):
             search.feed(piece, channel_id)
     else:
-        if plan.user_data:
+        if plan.codec in mpegvideo.CODECS:
             _check_order(data, plan)
-            data, dropped = mpegvideo.without_user_data(data, hints=plan.tally.codec == "mpeg4")
-        elif plan.av1:
+            data, dropped = mpegvideo.without_user_data(data, hints=plan.codec == "mpeg4")
+        elif plan.codec == "av1":
             data, dropped = obu.without_metadata(data)
-        elif plan.tally.codec == "aac":
+        elif plan.codec == "aac":
             data, dropped = aac.without_names(data)
-        elif plan.tally.codec == "mjpeg":
+        elif plan.codec == "mjpeg":
             data, dropped = jpeg.rebuild_frame(bytes(data))
         if plan.searched:
             search.feed(data, channel_id)
@@ -458,7 +449,7 @@ def _check_order(data: bytes | memoryview, plan: _Plan) -> None:
     """An MPEG-4 packet must hold one frame (packed B-frames need the user data that goes),
     and, where the demuxer makes up the times, a B-frame only if the header announced
     them. Raises MediaError otherwise."""
-    if plan.tally.codec != "mpeg4":
+    if plan.codec != "mpeg4":
         return
     types = mpegvideo.vop_types(data)
     if len(types) > 1:
@@ -680,8 +671,10 @@ def rewrite_in_place(path: str, demuxer: str) -> list[str]:
             for data, (position, original) in ready:
                 if data == original:
                     continue
-                target.seek(max(position, 0))
-                if position < 0 or target.read(len(original)) != original:
+                if position < 0:
+                    raise MediaError("a packet without a position")
+                target.seek(position)
+                if target.read(len(original)) != original:
                     raise MediaError("a packet is not where the file says")
                 target.seek(position)
                 target.write(data)
@@ -692,21 +685,20 @@ def rewrite_in_place(path: str, demuxer: str) -> list[str]:
                 continue
             original = bytes(packet)
             where = (-1 if packet.pos is None else packet.pos, original)
-            if packet.stream.index in reservoirs:
-                write(reservoirs[packet.stream.index].push(original, where), ANCILLARY_NAME)
-                continue
             codec = _codec_id(packet.stream)
+            if packet.stream.index in reservoirs:
+                write(reservoirs[packet.stream.index].push(original, where), INSIDE_NAMES[codec])
+                continue
             if codec == "aac":
-                write([(bytes(aac.without_names(original)[0]), where)], AAC_NAME)
-                continue
-            if codec in mpegvideo.CODECS:
-                hinted = mpegvideo.user_data_in_place(original, hints=codec == "mpeg4")
-                write([(hinted, where)], USER_DATA_NAME)
-                continue
-            frame, _ = jpeg.rebuild_frame(original)
-            if len(frame) > len(original):
-                raise MediaError("a rebuilt frame is longer")
-            write([(frame + bytes(len(original) - len(frame)), where)], MJPEG_NAME)
+                same_size = bytes(aac.without_names(original)[0])
+            elif codec in mpegvideo.CODECS:
+                same_size = mpegvideo.user_data_in_place(original, hints=codec == "mpeg4")
+            else:
+                frame, _ = jpeg.rebuild_frame(original)
+                if len(frame) > len(original):
+                    raise MediaError("a rebuilt frame is longer")
+                same_size = frame + bytes(len(original) - len(frame))
+            write([(same_size, where)], INSIDE_NAMES[codec])
         for reservoir in reservoirs.values():
             write(reservoir.finish(), ANCILLARY_NAME)
         for stream in streams:
@@ -734,4 +726,4 @@ def _record_in_place(
     position = head.find(record)
     if position < 0 or head.find(record, position + 1) >= 0:
         raise MediaError("the configuration record is not where the file says")
-    write([(hinted, (position, record))], USER_DATA_NAME)
+    write([(hinted, (position, record))], INSIDE_NAMES[codec])

@@ -172,14 +172,12 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
     )
     media.run(command, fds, FFMPEG_TIMEOUT)
     release_input(files)
+    readback = media.readback_demuxer(muxer)
     codecs = {*source_layout.audio, *(codec for codec, _, _ in source_layout.video)}
-    if codecs & media.IN_PLACE:
-        # An AVI's or a WAV's MP3 (LAME's version) or AAC sound (the encoder's name), an
-        # AVI's Motion JPEG (a camera's EXIF)
+    if codecs & media.IN_PLACE:  # what no filter of the CLI removes from inside streams
         from . import video  # noqa: PLC0415 - PyAV only where it is used
 
-        extra += video.rewrite_in_place(files.output_path, media.readback_demuxer(muxer))
-    readback = media.readback_demuxer(muxer)
+        extra += video.rewrite_in_place(files.output_path, readback)
     result = media.probe(files.output_path, readback, fds, FFMPEG_TIMEOUT)
     media.check(source_layout, media.layout(result), audio_only)
     media.decode_check(files.output_path, readback, audio_only, fds, FFMPEG_TIMEOUT)
