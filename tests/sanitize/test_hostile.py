@@ -162,6 +162,38 @@ def test_an_mp3_whose_tag_sizes_do_not_fit_is_refused(
         Sandboxed().strip("audio/mpeg", io.BytesIO(wrap(audio)), io.BytesIO())
 
 
+@pytest.mark.parametrize("name", ["avi-mjpeg", "avi-adpcm"])
+def test_a_motion_jpeg_frame_whose_segment_runs_past_it_is_refused(
+    name: str, stripping: Stripping, tmp_path: Path
+) -> None:
+    """A camera's EXIF segment whose length runs past its frame: the frame cannot be
+    rebuilt (jpeg.rebuild_frame), so the file is refused, streamed or rewritten in place,
+    rather than passed with the segment inside."""
+    untagged = tmp_path / "untagged.avi"  # no container tag for the last gate to look for
+    samples.ffmpeg("-i", str(samples.SAMPLES[name][0](tmp_path)), "-map", "0", "-c", "copy",
+                   "-map_metadata", "-1", str(untagged))  # fmt: skip
+    data = bytearray(untagged.read_bytes())
+    app1 = data.index(b"\xff\xe1", data.index(b"movi"))  # the first frame's EXIF
+    data[app1 + 2 : app1 + 4] = b"\xff\xff"
+    assert isinstance(_refusal(stripping, bytes(data)), Malformed)
+
+
+def test_an_av1_packet_whose_obus_do_not_add_up_is_refused(
+    stripping: Stripping, tmp_path: Path
+) -> None:
+    """The metadata OBU before the last frame with its forbidden bit set: refused, not
+    passed with the metadata inside (obu.py stops at it; with obu.py's walk taken out,
+    FFmpeg's Matroska muxer, which reads OBU headers too, refuses it as well)."""
+    untagged = tmp_path / "untagged.mkv"  # no container tag for the last gate to look for
+    samples.ffmpeg("-i", str(samples.av1(tmp_path)), "-map", "0", "-c", "copy",
+                   "-map_metadata", "-1", str(untagged))  # fmt: skip
+    data = bytearray(untagged.read_bytes())
+    header = data.rindex(samples.SERIAL.encode()) - 4  # header, size, type, country code
+    assert data[header] == (5 << 3) | 0x02
+    data[header] |= 0x80
+    assert isinstance(_refusal(stripping, bytes(data)), Malformed)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_bytes_with_a_media_type_are_refused(seed: int) -> None:
     data = os.urandom(4096 + seed)
