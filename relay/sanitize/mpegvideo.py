@@ -49,8 +49,19 @@ _LAVC = re.compile(rb"FFmpe[^b]+b(\d{1,9})|FFmpeg v\d+\.\d+\.\d+ / libavcodec bu
 _LAVC_VERSION = re.compile(rb"Lavc(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
 _XVID_CLASSES = (0, 2, 4, 13, 33)  # builds <= 1, <= 3, <= 12, <= 32, later
 _DIVX_VERSIONS = (0, 500, 501, 502, 503)  # < 500, 500, 501, 502, later
-_LAVC_CLASSES = (0, 4653, 4655, 4670)  # builds after 4712 need nothing
+_LAVC_CLASSES = (0, 4653, 4655, 4670)  # builds after 4712 need nothing, but for:
+# FFmpeg's (not Libav's: micro version >= 100) builds between Lavc55.66.100 and
+# Lavc57.64.101 (2014-2016, save a few 3.2 point releases), whose interlaced motion
+# compensation at the picture's edges the decoder imitates (FF_BUG_IEDGE). Measured: an
+# interlaced MPEG-4 with "Lavc57.24.102" in its user data decodes to other pixels than the
+# same stream with "Lavc59.37.100".
+_IEDGE_AFTER, _IEDGE_BEFORE = 3621476, 3752552
+_IEDGE_FIXED = range(3752037, 3752192)
 _LAVC_NEEDS_NOTHING = 4713
+# The codec tags (an AVI's fourcc) for which FFmpeg, finding no encoder named in the
+# stream, assumes an early Xvid build, with its IDCT and workarounds: a stream kept under
+# one of these tags keeps the name of a modern FFmpeg in its place (`tagged`).
+XVID_TAGS = frozenset({"XVID", "XVIX", "RMP4", "ZMP4", "SIPP"})
 _DIVX_BUGGY_BUILD = (501, 20020416)  # this one DivX release has a padding bug of its own
 
 
@@ -58,10 +69,20 @@ def _class(value: int, floors: tuple[int, ...]) -> int:
     return max(floor for floor in floors if floor <= value)
 
 
-def decoder_hint(content: bytes) -> bytes | None:
+def _lavc_class(build: int) -> int | None:
+    """The smallest FFmpeg build that FFmpeg's decoder treats as `build`, or None for a
+    build it works around nothing for."""
+    if build < _LAVC_NEEDS_NOTHING:
+        return _class(build, _LAVC_CLASSES)
+    iedge = _IEDGE_AFTER < build < _IEDGE_BEFORE and build not in _IEDGE_FIXED
+    return _IEDGE_AFTER + 1 if iedge and build & 0xFF >= 100 else None
+
+
+def decoder_hint(content: bytes, tagged: bool = False) -> bytes | None:
     """What FFmpeg's MPEG-4 decoder reads from a user data unit's `content` (the bytes
     after its start code), with each number the smallest that makes it decode the same;
-    None when it reads nothing that changes decoding."""
+    None when it reads nothing that changes decoding. `tagged`: the stream is kept under
+    one of XVID_TAGS, so an FFmpeg build of any age is still named."""
     if found := _DIVX.match(content):
         version, build = int(found[1]), int(found[2])
         packed = b"p" if found[3] == b"p" else b""
@@ -78,9 +99,12 @@ def decoder_hint(content: bytes) -> bytes | None:
         build = (int(found[1]) << 16) + (int(found[2]) << 8) + int(found[3])
     elif content.split(b"\x00", 1)[0] == b"ffmpeg":
         build = 4600
-    if 0 <= build < _LAVC_NEEDS_NOTHING:
-        return b"FFmpegb%d" % _class(build, _LAVC_CLASSES)
-    return None
+    if build < 0:
+        return None
+    kind = _lavc_class(build)
+    if kind is None:
+        return b"FFmpegb%d" % _LAVC_NEEDS_NOTHING if tagged else None
+    return b"FFmpegb%d" % kind
 
 
 def _user_data(data: bytes | memoryview) -> Iterator[tuple[int, int, int]]:
@@ -118,13 +142,17 @@ def without_user_data(
     return bytes(kept), changed
 
 
-def user_data_in_place(data: bytes, hints: bool = False) -> bytes:
+def user_data_in_place(data: bytes, hints: bool = False, tagged: bool = False) -> bytes:
     """`data` at the same size, each user data unit's bytes replaced by its decoder hint
-    (with `hints`; MPEG-4) or by nothing, then spaces to its former end (for a file
-    rewritten in place: FFmpeg reads a hint up to its first space)."""
+    (with `hints`; MPEG-4; `tagged` as decoder_hint's) or by nothing, then spaces to its
+    former end (for a file rewritten in place: FFmpeg reads a hint up to its first space).
+    Raises ValueError for a hint longer than the unit it replaces (FFmpeg's early builds
+    named themselves in six letters, "ffmpeg", which no canonical hint fits)."""
     out = bytearray(data)
     for _, content, end in _user_data(data):
-        hint = (decoder_hint(data[content:end]) if hints else None) or b""
+        hint = (decoder_hint(data[content:end], tagged) if hints else None) or b""
+        if len(hint) > end - content:
+            raise ValueError("no room for the decoder's hint")
         out[content:end] = hint + b" " * (end - content - len(hint))
     return bytes(out)
 

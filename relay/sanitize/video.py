@@ -45,6 +45,9 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
   handed the muxer's pieces in memory) and must hold the same streams, the same number of
   packets in each, the input's duration, and decode (the first frames of video, the first
   packets of its sound; a result with sound only, all of it);
+- a file cut short is refused (issue 4: truncated files are refused): its header gives
+  a longer duration than its packets span, or its index a frame past its end, which the
+  demuxer hands over incomplete, flagged corrupt;
 - the last gate (gate.py) searches the input's tag values in everything the result takes
   from the input except coded slices.
 
@@ -139,6 +142,13 @@ RAW_AUDIO = "pcm_"  # raw samples: nothing can hide in them that a tag names; no
 
 class NotStreamable(Exception):
     """This input cannot be written forward only without losing its frames' order."""
+
+
+class CutShort(MediaError):
+    """The file ends inside a frame its index lists: the demuxer hands that frame over
+    incomplete, flagged corrupt. Refused (truncated files are, issue 4), by either path.
+    (A WAV's last packet is flagged so whenever its samples do not fill one: a WAV cut
+    short is written with the sizes of what it holds, wave.py.)"""
 
 
 def _no_io(url: str, flags: int, options: dict[str, str]) -> BinaryIO:
@@ -507,7 +517,7 @@ def clean(
                 tallies = [plan.tally for plan in plans]
                 inside = [plan.dropped_name for plan in plans if plan.dropped]
         except Exception as exc:
-            if (rewrapped or muxer == "wav") and not link.written:
+            if (rewrapped or muxer == "wav") and not link.written and not isinstance(exc, CutShort):
                 # Nothing went out yet (Matroska refused a codec its muxer does not list,
                 # the first packets showed frames it cannot keep in order, a WAV's sound
                 # is not raw samples): the AVI or WAV muxer of media.py may still take the
@@ -617,6 +627,8 @@ def _remux(
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker
             plan = plans[packet.stream.index]
+            if packet.is_corrupt:
+                raise CutShort("an incomplete frame")
             plan.tally.count(packet)
             if plan.reservoir is None:
                 send(_copy(packet, plan, search))
@@ -646,6 +658,25 @@ def _compare(sources: list[Tally], results: list[Tally], declared: int | None) -
         expected = declared / 1e6
         if abs(seconds - expected) > max(0.25, expected * 0.02):
             raise MediaError("duration differs")
+
+
+def refuse_cut_short(path: str, demuxer: str) -> None:
+    """Reads every packet of the file at `path` (for the CLI path, which copies a frame
+    the file ends inside as it is). Raises CutShort, and what PyAV raises."""
+    with (
+        open(path, "rb", buffering=0) as file,
+        av.open(
+            file,
+            "r",
+            format=demuxer,
+            options=DEMUXER_OPTIONS.get(demuxer, {}),
+            buffer_size=INPUT_BUFFER,
+            io_open=_no_io,
+        ) as container,
+    ):
+        for packet in container.demux():
+            if packet.is_corrupt:
+                raise CutShort("an incomplete frame")
 
 
 def rewrite_in_place(path: str, demuxer: str) -> list[str]:
@@ -692,7 +723,9 @@ def rewrite_in_place(path: str, demuxer: str) -> list[str]:
             if codec == "aac":
                 same_size = bytes(aac.without_names(original)[0])
             elif codec in mpegvideo.CODECS:
-                same_size = mpegvideo.user_data_in_place(original, hints=codec == "mpeg4")
+                same_size = mpegvideo.user_data_in_place(
+                    original, hints=codec == "mpeg4", tagged=_xvid_tagged(packet.stream)
+                )
             else:
                 frame, _ = jpeg.rebuild_frame(original)
                 if len(frame) > len(original):
@@ -704,6 +737,12 @@ def rewrite_in_place(path: str, demuxer: str) -> list[str]:
         for stream in streams:
             _record_in_place(stream, target, write)
     return went
+
+
+def _xvid_tagged(stream: av.stream.Stream) -> bool:
+    """Whether an AVI's stream is kept under a fourcc for which FFmpeg assumes Xvid when
+    the stream names no encoder (mpegvideo.XVID_TAGS)."""
+    return stream.codec_context.codec_tag in mpegvideo.XVID_TAGS
 
 
 def _record_in_place(
@@ -718,7 +757,9 @@ def _record_in_place(
     record = bytes(stream.codec_context.extradata or b"")
     if codec not in mpegvideo.CODECS or not record:
         return
-    hinted = mpegvideo.user_data_in_place(record, hints=codec == "mpeg4")
+    hinted = mpegvideo.user_data_in_place(
+        record, hints=codec == "mpeg4", tagged=_xvid_tagged(stream)
+    )
     if hinted == record:
         return
     target.seek(0)

@@ -167,6 +167,10 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
     if not media.codecs_kept(source_layout, audio_only):
         return {"ok": False, "reason": "unsupported"}
     names += media.removed_names(source, audio_only)
+    if demuxer == "avi":  # its demuxer flags the frame a file ends inside (video.CutShort)
+        from . import video  # noqa: PLC0415 - PyAV only where it is used
+
+        video.refuse_cut_short(files.input_path, demuxer)
     command, extra = media.remux_command(
         files.input_path, files.output_path, formats, source_layout
     )

@@ -208,6 +208,18 @@ def ffprobe(path: Path) -> dict[str, Any]:
     return dict(json.loads(out))
 
 
+def decoder_complaints(path: Path) -> str:
+    """What Debian's ffmpeg says decoding every frame of every stream to the end, stopping
+    at the first error: "" for a file that decodes cleanly."""
+    decode = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return decode.stderr or ("" if decode.returncode == 0 else f"exit {decode.returncode}")
+
+
 def ffprobe_frames(path: Path) -> dict[str, Any]:
     """ffprobe decoding every frame of every stream (`nb_read_frames`)."""
     out = subprocess.run(

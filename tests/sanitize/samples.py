@@ -5,6 +5,7 @@ cleaned bytes for them (ASCII and UTF-16) as well as asking exiftool.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -299,6 +300,30 @@ def avi_h264_aac(folder: Path) -> Path:
     return _video(folder, "in-h264-aac.avi", [*codec, "-c:a", "aac"], [], [])
 
 
+def avi_interlaced_2016(folder: Path) -> Path:
+    """Interlaced MPEG-4 as FFmpeg 3.0 (2016) wrote it: its user data names that build,
+    "Lavc57.24.102" (written by today's encoder, the string then set to that build's, at
+    the same length), for which FFmpeg's decoder imitates that release's interlaced motion
+    compensation at the edges. Streamed as Matroska."""
+    codec = ["-c:v", "mpeg4", "-flags", "+ildct+ilme", "-top", "1", "-c:a", "libmp3lame"]
+    # Noise: motion vectors that point past the edges, where the two builds differ.
+    path = _video(folder, "in-interlaced.avi", codec, [], ["-vf", "noise=alls=20:allf=t"])
+    data = path.read_bytes()
+    found = re.search(rb"Lavc\d+\.\d+\.\d+", data)
+    assert found and len(found[0]) == len(b"Lavc57.24.102"), found
+    path.write_bytes(data.replace(found[0], b"Lavc57.24.102"))
+    return path
+
+
+def avi_xvid_tag(folder: Path) -> Path:
+    """FFmpeg's MPEG-4 under the fourcc XVID (as many tools label any MPEG-4 Part 2), with
+    IMA ADPCM sound: it stays an AVI, rewritten in place. Its user data names FFmpeg
+    ("Lavc59.37.100"); without any name there, FFmpeg's decoder would take it for an early
+    Xvid (mpegvideo.XVID_TAGS) and decode other pixels."""
+    codec = ["-c:v", "mpeg4", "-vtag", "XVID", "-c:a", "adpcm_ima_wav"]
+    return _video(folder, "in-xvid-tag.avi", codec, [], [])
+
+
 def _camera_mjpeg(folder: Path, name: str, sound: str) -> Path:
     """Motion JPEG as cameras write it: every frame a JPEG holding the camera's EXIF (maker,
     model, serial number, GPS, time) and XMP, and FFmpeg's name in a comment segment."""
@@ -402,6 +427,8 @@ SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "avi-xvid-packed": (avi_xvid_packed, "video/x-msvideo"),
     "avi-h264": (avi_h264, "video/x-msvideo"),
     "avi-h264-aac": (avi_h264_aac, "video/x-msvideo"),
+    "avi-interlaced-2016": (avi_interlaced_2016, "video/x-matroska"),
+    "avi-xvid-tag": (avi_xvid_tag, "video/x-msvideo"),
     "avi-mjpeg": (avi_mjpeg, "video/x-matroska"),
     "avi-adpcm": (avi_adpcm, "video/x-msvideo"),
     "mov-mjpeg": (mov_mjpeg, "video/quicktime"),

@@ -59,7 +59,13 @@ def test_a_packet_of_user_data_only_becomes_empty() -> None:
         (b"FFmpeg0.4.6b4654", b"FFmpegb4653"),
         (b"FFmpeg v0.4.9 / libavcodec build: 4712", b"FFmpegb4670"),
         (b"Lavc0.18.3", b"FFmpegb0"),  # build 0x1203
-        (b"Lavc59.37.100", None),  # FFmpeg since 2005: nothing to work around
+        (b"Lavc59.37.100", None),  # FFmpeg since 2005: nothing to work around, but for
+        (b"Lavc57.24.102", b"FFmpegb3621477"),  # 2014-2016: interlaced edges (FF_BUG_IEDGE)
+        (b"Lavc55.66.100", None),  # the first build after that bug
+        (b"Lavc57.64.101", None),  # 3.2.1 to 3.2.x: fixed
+        (b"Lavc57.65.100", b"FFmpegb3621477"),  # after 3.2.x, until 3.3
+        (b"Lavc57.89.100", None),  # 3.3
+        (b"Lavc56.60.99", None),  # Libav (micro version under 100): never had the bug
         (b"AmanahModelX9 2024-05-06", None),
         (b"XviD", None),
         (b"", None),
@@ -67,6 +73,28 @@ def test_a_packet_of_user_data_only_becomes_empty() -> None:
 )
 def test_decoder_hints_keep_only_what_ffmpeg_reads(content: bytes, hint: bytes | None) -> None:
     assert mpegvideo.decoder_hint(content) == hint
+
+
+def test_under_an_xvid_fourcc_ffmpeg_is_still_named() -> None:
+    """Finding no encoder named, FFmpeg's decoder takes a stream tagged XVID for an early
+    Xvid: a stream kept under that tag keeps a modern FFmpeg's name in its place."""
+    assert mpegvideo.decoder_hint(b"Lavc59.37.100", tagged=True) == b"FFmpegb4713"
+    assert mpegvideo.decoder_hint(b"Lavc57.24.102", tagged=True) == b"FFmpegb3621477"
+    assert mpegvideo.decoder_hint(b"XviD0069", tagged=True) == b"XviD33"
+    assert mpegvideo.decoder_hint(b"AmanahModelX9", tagged=True) is None  # none named before
+    unit = b"\x00\x00\x01\xb2Lavc59.37.100"
+    assert mpegvideo.user_data_in_place(VOS + unit + VOL, hints=True, tagged=True) == (
+        VOS + b"\x00\x00\x01\xb2FFmpegb4713  " + VOL
+    )
+
+
+def test_a_hint_longer_than_its_unit_is_an_error_in_place() -> None:
+    """FFmpeg's builds of 2002 wrote "ffmpeg"; its canonical hint, "FFmpegb0", does not fit
+    there: the file cannot be rewritten in place at the same size."""
+    unit = b"\x00\x00\x01\xb2ffmpeg"
+    with pytest.raises(ValueError, match="no room"):
+        mpegvideo.user_data_in_place(VOS + unit + VOL, hints=True)
+    assert mpegvideo.user_data_in_place(VOS + unit + VOL) == VOS + unit[:4] + b" " * 6 + VOL
 
 
 def test_hints_stay_in_mpeg4_and_the_rest_goes() -> None:
