@@ -13,9 +13,12 @@ Rules:
   for their encoders' bugs; DivX's "p" marks packed B-frames. Each such string is
   rewritten with the smallest number that makes the decoder choose the same ("XviD0069"
   becomes "XviD33", "DivX503b1393p" "DivX503b0p"), so the picture decodes identical and
-  the exact version is not told; a version that changes nothing (any FFmpeg since 2005)
-  goes; in a file rewritten in place (an AVI that stays an AVI) the freed bytes become
-  spaces (`user_data_in_place`);
+  the exact version is not told; FFmpeg's builds of 2014-2016 are one more class (their
+  interlaced edges, FF_BUG_IEDGE); a version that changes nothing (any other FFmpeg since
+  2005) goes, except in a stream kept under an Xvid fourcc (`XVID_TAGS`), where FFmpeg
+  would then assume an early Xvid; in a file rewritten in place (an AVI that stays an
+  AVI) the freed bytes become spaces (`user_data_in_place`), and a hint that does not fit
+  its unit is an error;
 - every other byte is copied as it is;
 - an MPEG-4 packet holding more than one video object plane (VOP, code B6) is DivX's
   "packed B-frames": FFmpeg finds the second frame only through DivX's "p" above, and made

@@ -521,7 +521,8 @@ def clean(
                 # Nothing went out yet (Matroska refused a codec its muxer does not list,
                 # the first packets showed frames it cannot keep in order, a WAV's sound
                 # is not raw samples): the AVI or WAV muxer of media.py may still take the
-                # file; one that is malformed is refused there.
+                # file; one that is malformed is refused there. A file cut short is
+                # refused here: media.py's path would only find the same.
                 raise NotStreamable(mime) from exc
             raise
         finally:

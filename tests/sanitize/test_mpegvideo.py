@@ -61,7 +61,7 @@ def test_a_packet_of_user_data_only_becomes_empty() -> None:
         (b"Lavc0.18.3", b"FFmpegb0"),  # build 0x1203
         (b"Lavc59.37.100", None),  # FFmpeg since 2005: nothing to work around, but for
         (b"Lavc57.24.102", b"FFmpegb3621477"),  # 2014-2016: interlaced edges (FF_BUG_IEDGE)
-        (b"Lavc55.66.100", None),  # the first build after that bug
+        (b"Lavc55.66.100", None),  # the last build before that range
         (b"Lavc57.64.101", None),  # 3.2.1 to 3.2.x: fixed
         (b"Lavc57.65.100", b"FFmpegb3621477"),  # after 3.2.x, until 3.3
         (b"Lavc57.89.100", None),  # 3.3
