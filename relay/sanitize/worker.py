@@ -122,18 +122,22 @@ def clean_image(mime: str, files: Files) -> dict[str, Any]:
     release_input(files)  # the bytes are here now
     picture = images.inspect(data)
     removed = list(picture.tags)
-    converted = False
+    frames = picture.frames
     if mime == "image/jpeg":
+        # The first image only: a JPEG's further ones (Multi-Picture Format: a camera's
+        # preview, a stereo view, a phone's depth or gain map) follow its end, each with
+        # its own metadata, and go with what follows it (jpeg.py).
         out, names = jpeg.rebuild(data, picture.orientation)
-        out_mime = mime
+        names += images.other_images(frames)
+        out_mime, frames = mime, 1
     elif mime in ("image/png", "image/webp") and picture.orientation == 1:
         out, names = (chunks.strip_png if mime == "image/png" else chunks.strip_webp)(data)
         out_mime = mime
     else:
         out, out_mime, others = images.reencode(data, mime)
         names = ["all metadata (picture re-encoded from its pixels)", *others]
-        converted = out_mime != mime
-    images.verify(out, picture, converted)
+        frames = 1 if out_mime != mime else frames  # HEIF, AVIF: the primary, as a JPEG
+    images.verify(out, picture, frames)
     _write_output(files, out)
     return {"ok": True, "mime": out_mime, "removed": removed + names, "note": ""}
 

@@ -1,15 +1,18 @@
 """Fixtures for the sanitizer tests: the sanitizer itself (sandboxed, as the relay runs it),
-and the real-world files of the Pillow and mutagen source distributions, downloaded once
-per machine into a cache outside the repository. If they cannot be downloaded the tests
-that need them fail (not skip): a judge that quietly looks at nothing is no judge."""
+and the real-world files of the Pillow and mutagen source distributions and of ExifTool's
+own test suite, downloaded once per machine into a cache outside the repository. If they
+cannot be downloaded the tests that need them fail (not skip): a judge that quietly looks
+at nothing is no judge."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
 import sys
 import tarfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,14 @@ from relay.sanitize import SNIFF_BYTES, Detected, Report, Stripping, detect
 PILLOW_VERSION = "13.0.0"
 MUTAGEN_VERSION = "1.48.1"
 CACHE = Path(os.environ.get("AMANAH_TEST_CACHE", Path.home() / ".cache" / "amanah-tests"))
+# ExifTool's t/images: files from some forty makers of cameras and phones (maker notes, every
+# kind of JPEG APPn segment, Multi-Picture JPEGs) and metadata-only stubs of audio and video
+# containers. Not on PyPI; Debian's source package holds them (bookworm's, pinned by hash).
+EXIFTOOL_SOURCE = (
+    "https://deb.debian.org/debian/pool/main/libi/libimage-exiftool-perl/"
+    "libimage-exiftool-perl_12.57+dfsg.orig.tar.xz"
+)
+EXIFTOOL_SHA256 = "9de7ccd6ed6adf92038c8d943b1960d087b58c00b3924d19f61a1d774b7610fc"
 
 
 @pytest.fixture(scope="session")
@@ -56,22 +67,44 @@ def _download(folder: Path) -> list[Path]:
     return archives
 
 
+def _exiftool_archive(folder: Path) -> Path:
+    archive = folder / EXIFTOOL_SOURCE.rsplit("/", 1)[1]
+    if not archive.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with urllib.request.urlopen(EXIFTOOL_SOURCE, timeout=120) as response:  # noqa: S310 - a fixed https address
+                data = response.read()
+        except OSError as exc:
+            pytest.fail(f"could not download ExifTool's test files: {exc}", pytrace=False)
+        if hashlib.sha256(data).hexdigest() != EXIFTOOL_SHA256:
+            pytest.fail("ExifTool's source archive is not the one pinned", pytrace=False)
+        archive.write_bytes(data)
+    return archive
+
+
+def _extract(archive: Path, folder: Path, wanted: tuple[str, ...]) -> None:
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and any(w in m.name for w in wanted)]
+        tar.extractall(folder, members=members, filter="data")
+
+
 @pytest.fixture(scope="session")
 def real_world_files() -> list[Path]:
-    """Test files with metadata from the Pillow and mutagen sdists, extracted once."""
+    """Test files with metadata from the Pillow and mutagen sdists and from ExifTool's
+    source, extracted once."""
     folder = CACHE / "sdists"
     extracted = CACHE / "real-world"
     marker = extracted / ".done"
     if not marker.exists():
         for archive in _download(folder):
-            with tarfile.open(archive) as tar:
-                members = [
-                    m
-                    for m in tar.getmembers()
-                    if m.isfile() and ("/Tests/images/" in m.name or "/tests/data/" in m.name)
-                ]
-                tar.extractall(extracted, members=members, filter="data")
+            _extract(archive, extracted, ("/Tests/images/", "/tests/data/"))
         marker.write_text("ok")
     files = sorted(p for p in extracted.rglob("*") if p.is_file() and p.name != ".done")
     assert len(files) > 500, "the sdists hold fewer test files than expected"
-    return files
+    exiftool = CACHE / "real-world-exiftool"
+    if not (exiftool / ".done").exists():
+        _extract(_exiftool_archive(folder), exiftool, ("/t/images/",))
+        (exiftool / ".done").write_text("ok")
+    theirs = sorted(p for p in exiftool.rglob("*") if p.is_file() and p.name != ".done")
+    assert len(theirs) > 150, "ExifTool's source holds fewer test files than expected"
+    return files + theirs

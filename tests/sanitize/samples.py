@@ -80,6 +80,27 @@ def jpeg_xmp_rotated(folder: Path) -> Path:
     return path
 
 
+def jpeg_mpo(folder: Path) -> Path:
+    """A Multi-Picture JPEG, as cameras write a preview after the photo (and 3D cameras a
+    second view, phones a depth or gain map): each image carries identifying EXIF and a
+    comment of its own."""
+    path = folder / "in.mpo"
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x013B] = MAKER, MODEL, PERSON
+    preview = _picture((48, 32)).transpose(Image.Transpose.ROTATE_180)
+    _picture().save(
+        path,
+        "MPO",
+        save_all=True,
+        append_images=[preview],
+        exif=exif.tobytes(),
+        comment=PLACE.encode(),
+        quality=90,
+    )
+    exiftool_write(path, *EXIF_ARGS, *XMP_ARGS)
+    return path
+
+
 def png(folder: Path) -> Path:
     path = folder / "in.png"
     _picture().save(path)
@@ -402,6 +423,7 @@ SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "jpeg": (jpeg, "image/jpeg"),
     "jpeg-rotated": (jpeg_rotated, "image/jpeg"),
     "jpeg-xmp-rotated": (jpeg_xmp_rotated, "image/jpeg"),
+    "jpeg-mpo": (jpeg_mpo, "image/jpeg"),
     "png": (png, "image/png"),
     "png-rotated": (png_rotated, "image/png"),
     "webp": (webp, "image/webp"),

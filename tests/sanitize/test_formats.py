@@ -14,7 +14,7 @@ from relay.sanitize import Stripping, video
 from tests.sanitize import judge, samples
 from tests.sanitize.conftest import clean
 
-BYTEWISE = {"jpeg", "png", "webp", "jpeg-rotated"}  # pixels must decode identical
+BYTEWISE = {"jpeg", "png", "webp", "jpeg-rotated", "jpeg-mpo"}  # pixels decode identical
 
 
 def _oriented_size(path: Path) -> tuple[int, int]:
@@ -218,6 +218,34 @@ def test_streamed_videos_decode_in_full(name: str, stripping: Stripping, tmp_pat
             assert count_before <= count_after <= count_before + 1
 
 
+def _main_image_kept(
+    stripping: Stripping, source: Path, tmp_path: Path, others: int
+) -> tuple[bytes, Path]:
+    """Cleans a file of several images into a JPEG whose report says `others` went."""
+    _, report, data = clean(stripping, source.read_bytes())
+    cleaned = tmp_path / "cleaned.jpg"
+    cleaned.write_bytes(data)
+    assert report.mime == "image/jpeg"
+    assert f"{others} other image(s) in the file (only its main image is kept)" in report.removed
+    return data, cleaned
+
+
+def test_a_multi_picture_jpeg_keeps_its_first_image_only(
+    stripping: Stripping, tmp_path: Path
+) -> None:
+    """The images after a JPEG's first (Multi-Picture Format) go, each with its metadata:
+    the report says so, and the result is one picture, the first."""
+    source = samples.jpeg_mpo(tmp_path)
+    with Image.open(source) as before:
+        assert before.format == "MPO" and getattr(before, "n_frames", 1) == 2
+        first = before.convert("RGB").tobytes()
+    data, cleaned = _main_image_kept(stripping, source, tmp_path, others=1)
+    with Image.open(cleaned) as after:
+        assert after.format == "JPEG" and getattr(after, "n_frames", 1) == 1
+        assert after.convert("RGB").tobytes() == first
+    assert judge.strings_found(data, set(samples.MARKERS)) == set()
+
+
 def _heif_collection(path: Path, primary: int) -> list[tuple[int, int]]:
     """A HEIC holding three images of different sizes and colours, the identifying EXIF
     on each, `primary` the one viewers show."""
@@ -242,11 +270,7 @@ def test_a_heic_collection_keeps_its_primary_image_only(
     be the first. That one is kept, and the report says the others went."""
     source = tmp_path / "collection.heic"
     sizes = _heif_collection(source, primary)
-    _, report, data = clean(stripping, source.read_bytes())
-    cleaned = tmp_path / "cleaned.jpg"
-    cleaned.write_bytes(data)
-    assert report.mime == "image/jpeg"
-    assert "2 other image(s) in the file (only its main image is kept)" in report.removed
+    data, cleaned = _main_image_kept(stripping, source, tmp_path, others=2)
     with Image.open(cleaned) as image:
         assert image.size == sizes[primary] and getattr(image, "n_frames", 1) == 1
         colour = image.convert("RGB").getpixel((8, 8))

@@ -1,5 +1,6 @@
 """Real-world files with metadata, from the test suites of Pillow and mutagen (their
-sdists on PyPI, downloaded at test time, never committed). Each file of a type the sanitizer
+sdists on PyPI) and of ExifTool (Debian's source package), downloaded at test time, never
+committed. Each file of a type the sanitizer
 supports must come out clean by the judge, or be refused; a refusal is never a pass-through.
 The default run takes the files whose names say they hold metadata; the `slow` run, all."""
 
@@ -30,6 +31,22 @@ MUST_CLEAN = {
     "silence-44-s.flac",
     "empty.ogg",
     "has-tags.m4a",  # FAAC's name ("libfaac 1.24") in its first AAC frame goes (aac.py)
+    # Multi-Picture JPEGs (a Fujifilm 3D camera's two views; Pillow's own): the first image
+    # is kept (in the `slow` run only: their names do not say metadata).
+    "fujifilm.mpo",
+    "sugarshack.mpo",
+    "frozenpond.mpo",
+    # ExifTool's: a picture holding every kind of APPn segment and a second image (MPF);
+    # pictures from cameras, their maker notes; a TIFF; an Ogg Opus.
+    "ExifTool.jpg",
+    "GPS.jpg",
+    "IPTC.jpg",
+    "XMP.jpg",
+    "Canon1DmkIII.jpg",
+    "FLIR.jpg",
+    "Minolta.jpg",
+    "ExifTool.tif",
+    "Opus.opus",
 }
 
 
