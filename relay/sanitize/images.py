@@ -33,6 +33,7 @@ MAX_PIXELS = 110_000_000
 # many small frames as well as one huge one.
 MAX_TOTAL_PIXELS = 400_000_000
 MAX_FRAMES = 2000
+ANIMATED = frozenset({"GIF", "PNG", "WEBP"})  # Pillow's formats whose frames have durations
 
 
 # Read through pillow-heif; importing it costs ~40 ms, so only these load it.
@@ -62,6 +63,7 @@ class Picture:
     frames: int
     orientation: int
     tags: tuple[str, ...]  # names of EXIF/GPS tags present, for the report
+    duration: float = 0.0  # milliseconds an animation's frames are shown, all together
 
 
 def _check_frames(image: Image.Image) -> int:
@@ -81,11 +83,20 @@ def _tag_names(exif: Image.Exif) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _shown_for(image: Image.Image) -> float:
+    """Milliseconds the frames of `image` are shown, all together (0 for a still)."""
+    return sum(float(frame.info.get("duration") or 0) for frame in ImageSequence.Iterator(image))
+
+
 def inspect(data: bytes) -> Picture:
     """Opens and measures a picture without decoding its pixels. Raises PIL errors,
     OSError or ValueError for what Pillow cannot read."""
     with Image.open(io.BytesIO(data)) as image:
         frames = _check_frames(image)
+        duration = 0.0
+        if frames > 1 and image.format in ANIMATED:  # (not a TIFF's pages, an MPO's views)
+            duration = _shown_for(image)
+            image.seek(0)
         exif = image.getexif()
         orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
         if orientation not in range(1, 9):
@@ -94,7 +105,7 @@ def inspect(data: bytes) -> Picture:
         # Pillow's TIFF reader applies orientation itself (its size is already upright).
         if orientation in (5, 6, 7, 8) and image.format != "TIFF":
             width, height = height, width
-        return Picture((width, height), frames, orientation, _tag_names(exif))
+        return Picture((width, height), frames, orientation, _tag_names(exif), duration)
 
 
 def _upright(frame: Image.Image) -> Image.Image:
@@ -167,7 +178,9 @@ def other_images(count: int) -> list[str]:
 def verify(data: bytes, picture: Picture, frames: int) -> None:
     """Decodes the cleaned file (all of its data) and compares it with the input's
     measurements: the same size, and `frames` images (an animation's or a TIFF's pages
-    all kept; one where only the main image is, `other_images`).
+    all kept; one where only the main image is, `other_images`). An encoder may merge an
+    animation's consecutive identical frames into one shown as long (Pillow's GIF and PNG
+    writers do): fewer frames then pass if they are shown for the same time in all.
     Raises ValueError (or a PIL error) if it is not a valid picture of the same size."""
     with Image.open(io.BytesIO(data)) as image:
         oriented = picture.size
@@ -188,5 +201,9 @@ def verify(data: bytes, picture: Picture, frames: int) -> None:
         for frame in ImageSequence.Iterator(image):
             frame.load()
             decoded += 1
-        if decoded != frames:
+        if decoded == frames:
+            return
+        shown = _shown_for(image)
+        merged = 0 < decoded < frames and picture.duration > 0
+        if not merged or abs(shown - picture.duration) > frames:  # rounding: 1 ms a frame
             raise ValueError("the cleaned picture lost frames")

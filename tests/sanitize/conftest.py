@@ -1,6 +1,6 @@
 """Fixtures for the sanitizer tests: the sanitizer itself (sandboxed, as the relay runs it),
-and the real-world files of the Pillow and mutagen source distributions and of ExifTool's
-own test suite, downloaded once per machine into a cache outside the repository. If they
+and the real-world files of the Pillow, mutagen and pillow-heif source distributions and of
+ExifTool's own test suite, downloaded once per machine into a cache outside the repository. If they
 cannot be downloaded the tests that need them fail (not skip): a judge that quietly looks
 at nothing is no judge."""
 
@@ -21,6 +21,12 @@ from relay.sanitize import SNIFF_BYTES, Detected, Report, Stripping, detect
 
 PILLOW_VERSION = "13.0.0"
 MUTAGEN_VERSION = "1.48.1"
+PILLOW_HEIF_VERSION = "1.8.1"  # its tests/images: HEIC and HEIF from phones and cameras
+SDISTS = [
+    f"Pillow=={PILLOW_VERSION}",
+    f"mutagen=={MUTAGEN_VERSION}",
+    f"pillow_heif=={PILLOW_HEIF_VERSION}",
+]
 CACHE = Path(os.environ.get("AMANAH_TEST_CACHE", Path.home() / ".cache" / "amanah-tests"))
 # ExifTool's t/images: files from some forty makers of cameras and phones (maker notes, every
 # kind of JPEG APPn segment, Multi-Picture JPEGs) and metadata-only stubs of audio and video
@@ -47,20 +53,21 @@ def clean(stripping: Stripping, data: bytes) -> tuple[Detected, Report, bytes]:
 
 def _download(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = [f"Pillow=={PILLOW_VERSION}", f"mutagen=={MUTAGEN_VERSION}"]
-    archives = sorted(folder.glob("*.tar.gz"))
-    if len(archives) < 2:
+    names = [w.replace("==", "-").lower() + ".tar.gz" for w in SDISTS]
+    archives = [folder / name for name in names]
+    if not all(a.exists() for a in archives):
         result = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-             *wanted, "-d", str(folder)],
+             *SDISTS, "-d", str(folder)],
             capture_output=True,
             text=True,
             check=False,
         )  # fmt: skip
-        archives = sorted(folder.glob("*.tar.gz"))
-        if result.returncode != 0 or len(archives) < 2:
+        if result.returncode != 0 or not all(a.exists() for a in archives):
             pytest.fail(
-                "could not download the Pillow and mutagen sdists (real-world test files): "
+                "could not download the sdists of real-world test files ("
+                + ", ".join(SDISTS)
+                + "): "
                 + result.stderr[-500:],
                 pytrace=False,
             )
@@ -90,15 +97,15 @@ def _extract(archive: Path, folder: Path, wanted: tuple[str, ...]) -> None:
 
 @pytest.fixture(scope="session")
 def real_world_files() -> list[Path]:
-    """Test files with metadata from the Pillow and mutagen sdists and from ExifTool's
-    source, extracted once."""
+    """Test files with metadata from the Pillow, mutagen and pillow-heif sdists and from
+    ExifTool's source, extracted once."""
     folder = CACHE / "sdists"
     extracted = CACHE / "real-world"
     marker = extracted / ".done"
-    if not marker.exists():
+    if not marker.exists() or marker.read_text() != " ".join(SDISTS):
         for archive in _download(folder):
-            _extract(archive, extracted, ("/Tests/images/", "/tests/data/"))
-        marker.write_text("ok")
+            _extract(archive, extracted, ("/Tests/images/", "/tests/data/", "/tests/images/"))
+        marker.write_text(" ".join(SDISTS))
     files = sorted(p for p in extracted.rglob("*") if p.is_file() and p.name != ".done")
     assert len(files) > 500, "the sdists hold fewer test files than expected"
     exiftool = CACHE / "real-world-exiftool"

@@ -4,13 +4,14 @@ WebP: bit-identical) and orientation, audio and video their streams and duration
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, ImageSequence
 
-from relay.sanitize import Stripping, video
+from relay.sanitize import Stripping, images, video
 from tests.sanitize import judge, samples
 from tests.sanitize.conftest import clean
 
@@ -260,6 +261,52 @@ def _heif_collection(path: Path, primary: int) -> list[tuple[int, int]]:
         collection.add_from_pillow(image)
     collection.save(path, quality=90, primary_index=primary, exif=exif.tobytes())
     return sizes
+
+
+def _timeline(path: Path) -> list[tuple[bytes, float]]:
+    """Each frame's pixels and how long it is shown; consecutive identical ones as one."""
+    runs: list[tuple[bytes, float]] = []
+    with Image.open(path) as image:
+        for frame in ImageSequence.Iterator(image):
+            pixels, shown = frame.convert("RGBA").tobytes(), float(frame.info["duration"])
+            if runs and runs[-1][0] == pixels:
+                runs[-1] = (pixels, runs[-1][1] + shown)
+            else:
+                runs.append((pixels, shown))
+    return runs
+
+
+def test_an_animation_whose_frames_repeat_keeps_its_timeline(
+    stripping: Stripping, tmp_path: Path
+) -> None:
+    """Pillow's GIF writer merges consecutive identical frames into one shown as long: the
+    result holds fewer frames, showing the same pictures for the same times."""
+    source = tmp_path / "repeats.gif"
+    # Four pictures, each written as three frames (ffmpeg keeps repeats; Pillow would not).
+    samples.ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=2:d=2", "-vf", "fps=6", str(source))
+    samples.exiftool_write(source, f"-Comment={samples.PERSON}")
+    _, report, data = clean(stripping, source.read_bytes())
+    cleaned = tmp_path / "cleaned.gif"
+    cleaned.write_bytes(data)
+    with Image.open(source) as before, Image.open(cleaned) as after:
+        assert (getattr(before, "n_frames", 1), getattr(after, "n_frames", 1)) == (12, 4)
+    assert _timeline(cleaned) == _timeline(source)
+    assert judge.strings_found(data, {samples.PERSON}) == set()
+
+
+@pytest.mark.parametrize(("shown", "passes"), [([100, 200], True), ([100, 150], False)])
+def test_merged_frames_pass_only_if_shown_as_long(shown: list[int], passes: bool) -> None:
+    """images.verify itself: a result of fewer frames than the animation it came from (3,
+    shown 300 ms in all) passes only if its frames are shown as long."""
+    red, blue = Image.new("RGB", (8, 8), (255, 0, 0)), Image.new("RGB", (8, 8), (0, 0, 255))
+    out = io.BytesIO()
+    red.save(out, "GIF", save_all=True, append_images=[blue], duration=shown)
+    picture = images.Picture((8, 8), 3, 1, (), duration=300.0)
+    if passes:
+        images.verify(out.getvalue(), picture, 3)
+    else:
+        with pytest.raises(ValueError, match="lost frames"):
+            images.verify(out.getvalue(), picture, 3)
 
 
 @pytest.mark.parametrize("primary", [0, 1])

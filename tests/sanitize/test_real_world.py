@@ -1,7 +1,7 @@
-"""Real-world files with metadata, from the test suites of Pillow and mutagen (their
-sdists on PyPI) and of ExifTool (Debian's source package), downloaded at test time, never
-committed. Each file of a type the sanitizer
-supports must come out clean by the judge, or be refused; a refusal is never a pass-through.
+"""Real-world files with metadata, from the test suites of Pillow, mutagen and pillow-heif
+(their sdists on PyPI) and of ExifTool (Debian's source package), downloaded at test time,
+never committed. Each file of a type the sanitizer supports must come out clean by the
+judge, or be refused; a refusal is never a pass-through.
 The default run takes the files whose names say they hold metadata; the `slow` run, all."""
 
 from __future__ import annotations
@@ -47,6 +47,13 @@ MUST_CLEAN = {
     "Minolta.jpg",
     "ExifTool.tif",
     "Opus.opus",
+    # pillow-heif's: HEIF from a Sony camera (turned by its irot box), a Xiaomi phone, an
+    # iPhone's spatial photo; EXIF, XMP and IPTC in a HEIC. A GIF whose frames repeat.
+    "guitar_cw90.hif",
+    "xiaomi.heic",
+    "spatial_photo.heic",
+    "L_exif_xmp_iptc.heic",
+    "chi.gif",
 }
 
 
