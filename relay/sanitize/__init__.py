@@ -59,6 +59,7 @@ _EXTENSIONS = {
     "video/mp4": "mp4",
     "video/quicktime": "mov",
     "video/3gpp": "3gp",
+    "video/3gpp2": "3g2",
     "video/x-matroska": "mkv",
     "video/webm": "webm",
     "video/x-msvideo": "avi",

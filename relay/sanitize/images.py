@@ -23,7 +23,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import ExifTags, Image, ImageOps, ImageSequence
+from PIL import ExifTags, Image, ImageOps, ImageSequence, PngImagePlugin
 
 # 110 megapixels: above the largest phone sensors in use (108 MP) at their full size; a
 # decompression bomb is far beyond it. Pillow refuses at twice this with an error; the
@@ -33,6 +33,11 @@ MAX_PIXELS = 110_000_000
 # many small frames as well as one huge one.
 MAX_TOTAL_PIXELS = 400_000_000
 MAX_FRAMES = 2000
+# Pillow decompresses a PNG's text chunks and ICC profile whole to read them, and refuses
+# one past 1 MiB (its default): an XMP packet bloated by an editor's history, a printer's
+# profile (measured: exiv2's ReaganLargePng.png, a 1.1 MB iCCP). They go all the same
+# (chunks.py); each may decompress to this much, all text chunks together to 4x.
+PNG_BLOCK_BYTES = 16 << 20
 ANIMATED = frozenset({"GIF", "PNG", "WEBP"})  # Pillow's formats whose frames have durations
 
 
@@ -45,6 +50,8 @@ def configure(mime: str) -> None:
     once in the worker before any decode."""
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     warnings.simplefilter("error", Image.DecompressionBombWarning)
+    PngImagePlugin.MAX_TEXT_CHUNK = PNG_BLOCK_BYTES
+    PngImagePlugin.MAX_TEXT_MEMORY = 4 * PNG_BLOCK_BYTES
     if mime not in HEIF_TYPES:
         return
     try:
@@ -196,7 +203,7 @@ def verify(data: bytes, picture: Picture, frames: int) -> None:
             # or truncated scan fails the same way), the inverse DCT and colour conversion
             # are skipped. Measured on a 24-megapixel JPEG: 0.11 s and 1/64 of the memory,
             # against 0.20-0.25 s for a full decode.
-            image.draft(image.mode, (image.width // 8, image.height // 8))
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
         decoded = 0
         for frame in ImageSequence.Iterator(image):
             frame.load()

@@ -58,11 +58,14 @@ FORMATS: dict[str, tuple[str, str, str, bool]] = {
     "video/mp4": ("mov", "mp4", "video/mp4", False),
     "video/quicktime": ("mov", "mov", "video/quicktime", False),
     "video/3gpp": ("mov", "3gp", "video/3gpp", False),
+    "video/3gpp2": ("mov", "3g2", "video/3gpp2", False),  # CDMA phones' 3GP
     "video/x-matroska": ("matroska", "matroska", "video/x-matroska", False),
     "video/webm": ("matroska", "webm", "video/webm", False),
     # Streamed by video.py as Matroska (WRITTEN_AS there) when it can be; else here, as an AVI.
     "video/x-msvideo": ("avi", "avi", "video/x-msvideo", False),
 }
+# The muxers of the MP4 family (ISO base media files), all read back by FFmpeg's "mov".
+MP4_MUXERS = frozenset({"mp4", "mov", "3gp", "3g2", "ipod"})
 SEI_NAME = "encoder data in the video stream (SEI)"
 OBU_NAME = "metadata in the video stream (AV1 metadata OBUs)"
 # The CLI's filters for what video.py removes itself (nal.py, obu.py): codec -> filter, name.
@@ -224,7 +227,7 @@ def remux_command(
     if demuxer == "flac":
         command += ["-c:a", "flac"]
         extra.append("FLAC vendor string and non-audio blocks")
-    if muxer in ("mp4", "mov", "3gp", "ipod"):
+    if muxer in MP4_MUXERS:
         command += ["-movflags", "+faststart"]  # index first: players start sooner
     codecs = {codec for codec, _, _ in source_layout.video}
     filters = [STREAM_FILTERS[c] for c in sorted(codecs) if c in STREAM_FILTERS]
@@ -247,7 +250,7 @@ def tag_values(document: dict[str, Any]) -> set[str]:
 
 def readback_demuxer(muxer: str) -> str:
     """The demuxer that reads what `muxer` wrote (each result is read back)."""
-    return {"mp4": "mov", "ipod": "mov", "3gp": "mov", "webm": "matroska"}.get(muxer, muxer)
+    return "mov" if muxer in MP4_MUXERS else {"webm": "matroska"}.get(muxer, muxer)
 
 
 def audio_only_formats(formats: tuple[str, str, str, bool]) -> tuple[str, str, str, bool]:

@@ -75,10 +75,9 @@ import av.stream
 from . import aac, channel, gate, jpeg, media, mp3, mpegvideo, nal, obu, records, wave
 from .media import MediaError
 
-# The formats (demuxer, muxer, result's type) are media.FORMATS's. These muxers write the
-# MP4 family (M4A too), as fragmented MP4; these, Matroska without cues; Ogg's needs no
-# options to write forward only.
-MP4_MUXERS = frozenset({"mp4", "mov", "3gp", "ipod"})
+# The formats (demuxer, muxer, result's type) are media.FORMATS's. The MP4 family's muxers
+# (media.MP4_MUXERS, M4A too) write fragmented MP4; these, Matroska without cues; Ogg's
+# needs no options to write forward only.
 MATROSKA_MUXERS = frozenset({"matroska", "webm"})
 # The muxer holds one fragment (MP4) or cluster (Matroska) before writing it: this bounds
 # that memory whatever the key-frame interval.
@@ -341,7 +340,7 @@ class _Plan:
 
 def _muxer_options(muxer: str) -> dict[str, str]:
     options = {"fflags": "+bitexact", "flush_packets": "0"}
-    if muxer in MP4_MUXERS:
+    if muxer in media.MP4_MUXERS:
         options["movflags"] = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
         options["frag_size"] = str(FRAGMENT_BYTES)
     elif muxer in MATROSKA_MUXERS:

@@ -75,6 +75,7 @@ STREAMED = frozenset(
         "video/mp4",
         "video/quicktime",
         "video/3gpp",
+        "video/3gpp2",
         "video/x-matroska",
         "video/webm",
         "video/x-msvideo",

@@ -1,8 +1,9 @@
 """Fixtures for the sanitizer tests: the sanitizer itself (sandboxed, as the relay runs it),
-and the real-world files of the Pillow, mutagen and pillow-heif source distributions and of
-ExifTool's own test suite, downloaded once per machine into a cache outside the repository. If they
-cannot be downloaded the tests that need them fail (not skip): a judge that quietly looks
-at nothing is no judge."""
+and the real-world files of the test suites of Pillow, mutagen and pillow-heif (their source
+distributions) and of ExifTool, TagLib and Exiv2 (their source archives in Debian),
+downloaded once per machine into a cache outside the repository. If they cannot be
+downloaded the tests that need them fail (not skip): a judge that quietly looks at nothing
+is no judge."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,14 +30,47 @@ SDISTS = [
     f"pillow_heif=={PILLOW_HEIF_VERSION}",
 ]
 CACHE = Path(os.environ.get("AMANAH_TEST_CACHE", Path.home() / ".cache" / "amanah-tests"))
-# ExifTool's t/images: files from some forty makers of cameras and phones (maker notes, every
-# kind of JPEG APPn segment, Multi-Picture JPEGs) and metadata-only stubs of audio and video
-# containers. Not on PyPI; Debian's source package holds them (bookworm's, pinned by hash).
-EXIFTOOL_SOURCE = (
-    "https://deb.debian.org/debian/pool/main/libi/libimage-exiftool-perl/"
-    "libimage-exiftool-perl_12.57+dfsg.orig.tar.xz"
-)
-EXIFTOOL_SHA256 = "9de7ccd6ed6adf92038c8d943b1960d087b58c00b3924d19f61a1d774b7610fc"
+DEBIAN_POOL = "https://deb.debian.org/debian/pool/main/"
+
+
+@dataclass(frozen=True)
+class DebianSource:
+    """A project's test files, from its source archive in Debian's pool (bookworm's; not
+    on PyPI), pinned by SHA-256."""
+
+    path: str  # in the pool
+    sha256: str
+    folder: str  # the test files' folder in the archive
+    at_least: int  # files expected there
+
+
+DEBIAN_SOURCES = [
+    # ExifTool's t/images: pictures from some forty makers of cameras and phones (maker
+    # notes, every kind of JPEG APPn segment, a Multi-Picture JPEG) and metadata-only stubs
+    # of audio and video containers.
+    DebianSource(
+        "libi/libimage-exiftool-perl/libimage-exiftool-perl_12.57+dfsg.orig.tar.xz",
+        "9de7ccd6ed6adf92038c8d943b1960d087b58c00b3924d19f61a1d774b7610fc",
+        "/t/images/",
+        150,
+    ),
+    # TagLib's tests/data: MP3s with LAME, Xing and APE frames, ID3 v2.2 to 2.4, M4A with
+    # cover art, WAVs with every kind of chunk, FLAC, Ogg, Opus; many broken on purpose.
+    DebianSource(
+        "t/taglib/taglib_1.13.orig.tar.gz",
+        "58f08b4db3dc31ed152c04896ee9172d22052bc7ef12888028c01d8b1d60ade0",
+        "/tests/data/",
+        90,
+    ),
+    # Exiv2's test/data: pictures from cameras, and the proofs of concept of its security
+    # bugs (files made to crash a metadata parser).
+    DebianSource(
+        "e/exiv2/exiv2_0.27.6.orig.tar.gz",
+        "f16ee5ff08b6994c66106109417857f13e711fca100ac43c6a403d4f02b59602",
+        "/test/data/",
+        500,
+    ),
+]
 
 
 @pytest.fixture(scope="session")
@@ -74,17 +109,18 @@ def _download(folder: Path) -> list[Path]:
     return archives
 
 
-def _exiftool_archive(folder: Path) -> Path:
-    archive = folder / EXIFTOOL_SOURCE.rsplit("/", 1)[1]
+def _debian_archive(source: DebianSource, folder: Path) -> Path:
+    archive = folder / source.path.rsplit("/", 1)[1]
     if not archive.exists():
         folder.mkdir(parents=True, exist_ok=True)
+        address = DEBIAN_POOL + source.path
         try:
-            with urllib.request.urlopen(EXIFTOOL_SOURCE, timeout=120) as response:  # noqa: S310 - a fixed https address
+            with urllib.request.urlopen(address, timeout=300) as response:  # noqa: S310 - fixed https
                 data = response.read()
         except OSError as exc:
-            pytest.fail(f"could not download ExifTool's test files: {exc}", pytrace=False)
-        if hashlib.sha256(data).hexdigest() != EXIFTOOL_SHA256:
-            pytest.fail("ExifTool's source archive is not the one pinned", pytrace=False)
+            pytest.fail(f"could not download {address}: {exc}", pytrace=False)
+        if hashlib.sha256(data).hexdigest() != source.sha256:
+            pytest.fail(f"{address} is not the archive pinned", pytrace=False)
         archive.write_bytes(data)
     return archive
 
@@ -97,8 +133,8 @@ def _extract(archive: Path, folder: Path, wanted: tuple[str, ...]) -> None:
 
 @pytest.fixture(scope="session")
 def real_world_files() -> list[Path]:
-    """Test files with metadata from the Pillow, mutagen and pillow-heif sdists and from
-    ExifTool's source, extracted once."""
+    """Test files with metadata from the Pillow, mutagen and pillow-heif sdists, extracted
+    once."""
     folder = CACHE / "sdists"
     extracted = CACHE / "real-world"
     marker = extracted / ".done"
@@ -108,10 +144,19 @@ def real_world_files() -> list[Path]:
         marker.write_text(" ".join(SDISTS))
     files = sorted(p for p in extracted.rglob("*") if p.is_file() and p.name != ".done")
     assert len(files) > 500, "the sdists hold fewer test files than expected"
-    exiftool = CACHE / "real-world-exiftool"
-    if not (exiftool / ".done").exists():
-        _extract(_exiftool_archive(folder), exiftool, ("/t/images/",))
-        (exiftool / ".done").write_text("ok")
-    theirs = sorted(p for p in exiftool.rglob("*") if p.is_file() and p.name != ".done")
-    assert len(theirs) > 150, "ExifTool's source holds fewer test files than expected"
-    return files + theirs
+    return files
+
+
+@pytest.fixture(scope="session")
+def debian_source_files() -> list[Path]:
+    """The test files of ExifTool, TagLib and Exiv2 (DEBIAN_SOURCES), extracted once."""
+    files: list[Path] = []
+    for source in DEBIAN_SOURCES:
+        extracted = CACHE / "real-world-debian" / source.path.rsplit("/", 1)[1]
+        if not (extracted / ".done").exists():
+            _extract(_debian_archive(source, CACHE / "sdists"), extracted, (source.folder,))
+            (extracted / ".done").write_text("ok")
+        theirs = sorted(p for p in extracted.rglob("*") if p.is_file() and p.name != ".done")
+        assert len(theirs) >= source.at_least, f"fewer test files than expected: {source.path}"
+        files += theirs
+    return files

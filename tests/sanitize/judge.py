@@ -68,11 +68,12 @@ STRUCTURAL = frozenset(
     AlphaMask ColorSpace Unknown_vprp Unknown_JUNK AverageBitrate BufferSize MaxBitrate
     Unknown_btrt Unknown_alac ColorMap AnimationLoopCount
     Unknown_mvex MovieFragmentSequence Unknown_tfhd Unknown_tfdt Unknown_trun Unknown_mfra
-    Unknown_av1C Unknown_dOps VideoFieldOrder
+    Unknown_av1C Unknown_dOps VideoFieldOrder NumberOfSamples
     """.split()
 )
 # Unknown_av1C and Unknown_dOps are MP4's AV1 and Opus configuration records, which exiftool
-# 12.57 does not name; VideoFieldOrder is QuickTime's field order (a Motion JPEG's).
+# 12.57 does not name; VideoFieldOrder is QuickTime's field order (a Motion JPEG's);
+# NumberOfSamples is the count in a WAV's fact chunk (float or A-law samples).
 # Matroska_0x15b0 is Colour, 0x16aa CodecDelay, 0x16bb SeekPreRoll (exiftool 12.57 does not
 # name them); 0x0070 is read by exiftool inside the Cues. An AVI's stream format is a
 # BITMAPINFOHEADER, which exiftool reports as if it were a BMP file (File:BMPVersion...).

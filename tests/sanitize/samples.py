@@ -217,6 +217,11 @@ def wav(folder: Path) -> Path:
     return tone(folder, "in.wav", "-c:a", "pcm_s16le", "-write_bext", "1")
 
 
+def wav_float(folder: Path) -> Path:
+    """Float samples: the WAV holds a fact chunk (its count of samples)."""
+    return tone(folder, "in-float.wav", "-c:a", "pcm_f32le", "-write_bext", "1")
+
+
 def m4a(folder: Path) -> Path:
     return tone(folder, "in.m4a", "-c:a", "aac")
 
@@ -258,6 +263,12 @@ def mov(folder: Path) -> Path:
 
 def threegp(folder: Path) -> Path:
     return _video(folder, "in.3gp", [*H264, "-c:a", "aac", "-ar", "8000", "-ac", "1"], [], [])
+
+
+def threeg2(folder: Path) -> Path:
+    """3GPP2, as CDMA phones record: MPEG-4 Part 2 video, AAC sound."""
+    codec = ["-c:v", "mpeg4", "-c:a", "aac", "-ar", "16000", "-ac", "1"]
+    return _video(folder, "in.3g2", codec, ["-f", "3g2"], [])
 
 
 def mkv(folder: Path) -> Path:
@@ -437,10 +448,12 @@ SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "ogg-vorbis": (ogg_vorbis, "audio/ogg"),
     "opus": (opus, "audio/ogg"),
     "wav": (wav, "audio/x-wav"),
+    "wav-float": (wav_float, "audio/x-wav"),
     "m4a": (m4a, "audio/x-m4a"),
     "mp4": (mp4, "video/mp4"),
     "mov": (mov, "video/quicktime"),
     "3gp": (threegp, "video/3gpp"),
+    "3g2": (threeg2, "video/3gpp2"),
     "mkv": (mkv, "video/x-matroska"),
     "webm": (webm, "video/webm"),
     "avi": (avi, "video/x-matroska"),
