@@ -68,12 +68,14 @@ STRUCTURAL = frozenset(
     AlphaMask ColorSpace Unknown_vprp Unknown_JUNK AverageBitrate BufferSize MaxBitrate
     Unknown_btrt Unknown_alac ColorMap AnimationLoopCount
     Unknown_mvex MovieFragmentSequence Unknown_tfhd Unknown_tfdt Unknown_trun Unknown_mfra
-    Unknown_av1C Unknown_dOps VideoFieldOrder NumberOfSamples
+    Unknown_av1C Unknown_dOps VideoFieldOrder NumberOfSamples Unknown_d263
     """.split()
 )
 # Unknown_av1C and Unknown_dOps are MP4's AV1 and Opus configuration records, which exiftool
 # 12.57 does not name; VideoFieldOrder is QuickTime's field order (a Motion JPEG's);
-# NumberOfSamples is the count in a WAV's fact chunk (float or A-law samples).
+# NumberOfSamples is the count in a WAV's fact chunk (float or A-law samples); d263 is
+# 3GPP's H.263 configuration (the muxer's vendor code, a version, the level and profile),
+# written anew by FFmpeg with its own code, as is AMR's (EncoderVendor below).
 # Matroska_0x15b0 is Colour, 0x16aa CodecDelay, 0x16bb SeekPreRoll (exiftool 12.57 does not
 # name them); 0x0070 is read by exiftool inside the Cues. An AVI's stream format is a
 # BITMAPINFOHEADER, which exiftool reports as if it were a BMP file (File:BMPVersion...).
@@ -92,7 +94,7 @@ VORBIS_HEADER = frozenset(
 
 # Values ffmpeg writes under +bitexact, or that mean "nothing".
 NEUTRAL_VALUE = re.compile(
-    r"^(|0|0000:00:00 00:00:00|Lavf|Lavc|ffmpeg|FFmpeg|Apple|VideoHandler|SoundHandler|"
+    r"^(|0|0000:00:00 00:00:00|Lavf|Lavc|ffmpeg|FFmpeg|FFMP|Apple|VideoHandler|SoundHandler|"
     r"DataHandler|und|Media Handler|Data Handler|Video Track|Sound Track)$"
 )
 # Tags that may exist only with a neutral value (they name software or times when filled).
@@ -100,7 +102,7 @@ NEUTRAL_ONLY = frozenset(
     """
     CompressorName CreateDate Encoder HandlerDescription MediaCreateDate MediaModifyDate
     ModifyDate MuxingApp Software TrackCreateDate TrackModifyDate Vendor WritingApp
-    HandlerVendorID VendorID HandlerClass
+    HandlerVendorID VendorID HandlerClass EncoderVendor EncoderVersion
     """.split()
 )
 

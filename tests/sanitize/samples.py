@@ -5,6 +5,7 @@ cleaned bytes for them (ASCII and UTF-16) as well as asking exiftool.
 
 from __future__ import annotations
 
+import random
 import re
 import subprocess
 from collections.abc import Callable
@@ -265,6 +266,28 @@ def threegp(folder: Path) -> Path:
     return _video(folder, "in.3gp", [*H264, "-c:a", "aac", "-ar", "8000", "-ac", "1"], [], [])
 
 
+def threegp_amr(folder: Path) -> Path:
+    """A feature phone's recording: H.263 video, AMR-NB sound in a 3GP. There is no AMR
+    encoder here, so the sound is frames of random bits at 12.2 kbit/s (any bits are valid
+    AMR parameters: FFmpeg decodes them to noise), written in AMR's storage format."""
+    amr = folder / "in.amr"
+    rng = random.Random(4867)  # RFC 4867: the storage format
+    frames = [b"\x3c" + rng.randbytes(31) for _ in range(100)]  # 2 s of 20 ms frames
+    amr.write_bytes(b"#!AMR\n" + b"".join(frames))
+    path = folder / "in-amr.3gp"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=176x144:rate=15:duration=2", "-i", str(amr),
+        "-map", "0", "-map", "1", *FFMPEG_METADATA, "-c:v", "h263", "-c:a", "copy", str(path),
+    )  # fmt: skip
+    # A phone's vendor codes in the sample entries' configuration boxes, as a Nokia writes.
+    data = path.read_bytes()
+    for box in (b"d263", b"damr"):
+        assert data.count(box + b"FFMP") == 1
+        data = data.replace(box + b"FFMP", box + b"NOKI")
+    path.write_bytes(data)
+    return path
+
+
 def threeg2(folder: Path) -> Path:
     """3GPP2, as CDMA phones record: MPEG-4 Part 2 video, AAC sound."""
     codec = ["-c:v", "mpeg4", "-c:a", "aac", "-ar", "16000", "-ac", "1"]
@@ -453,6 +476,7 @@ SAMPLES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "mp4": (mp4, "video/mp4"),
     "mov": (mov, "video/quicktime"),
     "3gp": (threegp, "video/3gpp"),
+    "3gp-amr": (threegp_amr, "video/3gpp"),
     "3g2": (threeg2, "video/3gpp2"),
     "mkv": (mkv, "video/x-matroska"),
     "webm": (webm, "video/webm"),

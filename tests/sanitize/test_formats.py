@@ -194,8 +194,8 @@ def _frames(path: Path) -> list[tuple[str, int]]:
 
 
 STREAMED_OR_AVI = [
-    *("mp4", "mov", "3gp", "3g2", "mkv", "webm", "avi", "avi-bframes", "avi-xvid-packed"),
-    "avi-h264",
+    *("mp4", "mov", "3gp", "3gp-amr", "3g2", "mkv", "webm", "avi", "avi-bframes"),
+    *("avi-xvid-packed", "avi-h264"),
     *("avi-mjpeg", "avi-adpcm", "mov-mjpeg", "av1", "av1-mp4"),
 ]  # not avi-h264-aac: Debian's ffmpeg complains of its AAC times in the input already
 
