@@ -318,7 +318,7 @@ def test_an_animation_whose_frames_repeat_keeps_its_timeline(
     # Four pictures, each written as three frames (ffmpeg keeps repeats; Pillow would not).
     samples.ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=2:d=2", "-vf", "fps=6", str(source))
     samples.exiftool_write(source, f"-Comment={samples.PERSON}")
-    _, report, data = clean(stripping, source.read_bytes())
+    _, _, data = clean(stripping, source.read_bytes())
     cleaned = tmp_path / "cleaned.gif"
     cleaned.write_bytes(data)
     with Image.open(source) as before, Image.open(cleaned) as after:

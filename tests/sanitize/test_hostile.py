@@ -40,6 +40,31 @@ def _png_bomb() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 
 
+def _png_text_bomb(sizes: list[int]) -> bytes:
+    """A small, valid PNG with compressed text chunks (zTXt) that inflate to `sizes`."""
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, "PNG")
+    png = out.getvalue()
+    chunks = b""
+    for size in sizes:
+        body = b"Comment\x00\x00" + zlib.compress(b"A" * size, 9)
+        crc = zlib.crc32(b"zTXt" + body)
+        chunks += struct.pack(">I", len(body)) + b"zTXt" + body + struct.pack(">I", crc)
+    return png[:33] + chunks + png[33:]  # after the signature and IHDR
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[200 << 20], [15 << 20] * 5],
+    ids=["one chunk inflating to 200 MiB", "five of 15 MiB: past 64 MiB of text"],
+)
+def test_png_text_bombs_are_refused(sizes: list[int], stripping: Stripping) -> None:
+    """The worker reads a PNG's compressed blocks up to 16 MiB each, 64 MiB of text in all
+    (images.PNG_BLOCK_BYTES: large XMP packets and ICC profiles are real); past that, the
+    file is refused without the text being inflated whole."""
+    assert isinstance(_refusal(stripping, _png_text_bomb(sizes)), Malformed)
+
+
 def _gif_bomb() -> bytes:
     out = io.BytesIO()
     frames = [Image.new("P", (4000, 4000), i % 2) for i in range(40)]

@@ -95,19 +95,20 @@ def _run(stripping: Stripping, files: list[Path], tmp_path: Path) -> dict[str, l
     outcome: dict[str, list[str]] = {"cleaned": [], "refused": [], "unsupported": []}
     failures = []
 
-    def judged(numbered: tuple[int, Path]) -> tuple[Path, str]:
+    def judged(numbered: tuple[int, Path]) -> tuple[Path, str | AssertionError]:
         number, path = numbered
         folder = tmp_path / str(number)  # names repeat across the suites
         folder.mkdir()
         try:
             return path, _judge_one(stripping, path, folder)
         except AssertionError as failure:  # judged all, reported together
-            return path, "failed: " + " ".join(str(failure).split())[:300]
+            return path, failure
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         for path, result in pool.map(judged, enumerate(files)):
-            if result.startswith("failed: "):
-                failures.append(f"{path.parent.name}/{path.name}: {result}")
+            if isinstance(result, AssertionError):
+                detail = " ".join(str(result).split())[:300]
+                failures.append(f"{path.parent.name}/{path.name}: {detail}")
             else:
                 outcome[result].append(path.name)
     assert failures == [], failures
