@@ -9,7 +9,9 @@ VENV="$ROOT/.venv"
 RUN_PACKAGES=(python3 python3-venv libmagic1 tor ffmpeg bubblewrap)
 # Added for the test suite: the real tools that judge our output, and their test data.
 # chromium: the browser tests (tests/browser) drive /usr/bin/chromium through Playwright.
-TEST_PACKAGES=(age golang-filippo-age-dev libimage-exiftool-perl chromium)
+# ca-certificates: the sanitizer tests fetch other projects' test files from Debian's pool
+# over https (tests/sanitize/conftest.py), which Python checks against the system's roots.
+TEST_PACKAGES=(age golang-filippo-age-dev libimage-exiftool-perl chromium ca-certificates)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
