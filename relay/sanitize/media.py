@@ -1,18 +1,13 @@
 """FLAC through the ffmpeg CLI (re-encoded), keeping only the audio streams, and dropping
-every tag, chapter and encoder string; also a WAV of compressed sound, which video.py cannot
-write forward only. Also the table of every audio and video format (`FORMATS`), and the
-rules video.py shares.
+every tag, chapter and encoder string. Also the table of every audio and video format
+(`FORMATS`), and the rules video.py shares.
 
 Why the CLI here, and PyAV for videos, MP3, M4A, Ogg and WAV (video.py, streamed in flat
 memory): FLAC is re-encoded, not remuxed, which takes the whole file (a memfd, ~2x its size
 in RAM with the result); Debian's ffmpeg runs as its own process under the worker's limits,
-and a crash in a demuxer kills that process, not the worker that reports it. Videos stream
-instead (video.py), an AVI as Matroska, since the AVI muxer seeks back to finish its header
-and cannot write forward only. An AVI that cannot become Matroska (B-frames other than
-MPEG-4's plain ones, a codec Matroska's muxer does not list: video.WRITTEN_AS) comes here
-after all and is held in RAM twice, input and result; what no bitstream filter of ffmpeg
-removes (MPEG user data, Motion JPEG segments, MP3 and AAC encoder strings) the worker then
-rewrites in place (video.rewrite_in_place).
+and a crash in a demuxer kills that process, not the worker that reports it. (Until
+session 14 an AVI that could not become Matroska, and a WAV of compressed sound, came here
+too; they now stream, muxed twice: rewrites.py.)
 
 Rules (measured in notes/metadata.md):
 - the demuxer is forced from the type libmagic found and only the `file` protocol is
@@ -25,9 +20,6 @@ Rules (measured in notes/metadata.md):
   is unsupported);
 - H.264 SEI (type 6) and HEVC SEI (39, 40) NAL units are dropped: they carry the encoder's
   settings string and camera-specific user data; so are AV1 metadata OBUs (type 5);
-- the worker then rewrites in place, at the same size, what no filter of the CLI removes
-  (`IN_PLACE`: MP3 ancillary bytes, AAC fill elements, Motion JPEG segments, MPEG user
-  data; video.rewrite_in_place);
 - FLAC is re-encoded (lossless; decoded samples identical): stale tags can hide in the audio
   area, and the vendor string, APPLICATION and CUESHEET blocks survive a tag deletion.
 
@@ -87,10 +79,6 @@ VIDEO_CODECS = frozenset(
 )
 AUDIO_CODECS = frozenset({"aac", "mp3", "opus", "vorbis", "flac", "alac", "amr_nb", "amr_wb"})
 AUDIO_CODEC_FAMILIES = ("pcm_", "adpcm_")
-# Codecs whose packets in a result of the CLI are then rewritten in place, at the same size
-# (video.rewrite_in_place): MP3's ancillary bytes, AAC's fill element, Motion JPEG frames,
-# MPEG-1/2/4 user data.
-IN_PLACE = frozenset({"mp3", "aac", "mjpeg", "mpeg4", "mpeg1video", "mpeg2video"})
 
 
 def codec_kept(kind: str, codec: str) -> bool:

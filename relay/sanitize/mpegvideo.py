@@ -16,14 +16,11 @@ Rules:
   the exact version is not told; FFmpeg's builds of 2014-2016 are one more class (their
   interlaced edges, FF_BUG_IEDGE); a version that changes nothing (any other FFmpeg since
   2005) goes, except in a stream kept under an Xvid fourcc (`XVID_TAGS`), where FFmpeg
-  would then assume an early Xvid; in a file rewritten in place (an AVI that stays an
-  AVI) the freed bytes become spaces (`user_data_in_place`), and a hint that does not fit
-  its unit is an error;
+  would then assume an early Xvid;
 - every other byte is copied as it is;
 - an MPEG-4 packet holding more than one video object plane (VOP, code B6) is DivX's
   "packed B-frames": FFmpeg finds the second frame only through DivX's "p" above, and made
-  up times would not fit, so video.py does not stream such a stream (it stays an AVI, its
-  user data rewritten in place);
+  up times would not fit, so video.py keeps such a stream in an AVI;
 - `vop_types` reads each VOP's coding type (I, P, B or S): video.py counts VOPs per packet,
   and tells whether a stream reorders its frames.
 
@@ -122,18 +119,18 @@ def _user_data(data: bytes | memoryview) -> Iterator[tuple[int, int, int]]:
 
 
 def without_user_data(
-    data: bytes | memoryview, hints: bool = False
+    data: bytes | memoryview, hints: bool = False, tagged: bool = False
 ) -> tuple[bytes | memoryview, int]:
     """`data` without its user data units (with `hints`, MPEG-4: each unit that holds a
-    decoder hint is rewritten to hold only that); returns it (`data` itself, not copied,
-    when nothing changed) and how many units went or changed."""
+    decoder hint is rewritten to hold only that; `tagged` as decoder_hint's); returns it
+    (`data` itself, not copied, when nothing changed) and how many units went or changed."""
     view = memoryview(data)
     kept = bytearray()
     changed, position = 0, 0
     for start, content, end in _user_data(data):
         kept += view[position:start]
         original = bytes(view[content:end])
-        hint = decoder_hint(original) if hints else None
+        hint = decoder_hint(original, tagged) if hints else None
         if hint is not None:
             kept += view[start:content]
             kept += hint
@@ -143,21 +140,6 @@ def without_user_data(
         return data, 0
     kept += view[position:]
     return bytes(kept), changed
-
-
-def user_data_in_place(data: bytes, hints: bool = False, tagged: bool = False) -> bytes:
-    """`data` at the same size, each user data unit's bytes replaced by its decoder hint
-    (with `hints`; MPEG-4; `tagged` as decoder_hint's) or by nothing, then spaces to its
-    former end (for a file rewritten in place: FFmpeg reads a hint up to its first space).
-    Raises ValueError for a hint longer than the unit it replaces (FFmpeg's early builds
-    named themselves in six letters, "ffmpeg", which no canonical hint fits)."""
-    out = bytearray(data)
-    for _, content, end in _user_data(data):
-        hint = (decoder_hint(data[content:end], tagged) if hints else None) or b""
-        if len(hint) > end - content:
-            raise ValueError("no room for the decoder's hint")
-        out[content:end] = hint + b" " * (end - content - len(hint))
-    return bytes(out)
 
 
 def vop_types(data: bytes | memoryview) -> list[int]:

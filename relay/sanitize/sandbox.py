@@ -1,10 +1,11 @@
 """The parent side of stripping: one sandboxed worker process per file.
 
 Rules:
-- plaintext never gets a disk path: a video (worker.STREAMED) is served to the worker on
-  request over a socket and its result comes back the same way as it is written (see
-  channel.py); any other input is copied into an anonymous in-memory file (memfd) and the
-  worker writes its result into another; both die with their descriptors. Only the files
+- plaintext never gets a disk path: a video or a sound file but FLAC (worker.STREAMED) is
+  served to the worker on request over a socket and its result comes back the same way as
+  it is written (see channel.py); any other input (a picture, FLAC) is copied into an
+  anonymous in-memory file (memfd) and the worker writes its result into another; both
+  die with their descriptors. Only the files
   of a caller's own (amanah-drop strip on a source's device: the source's file in, a new
   file of theirs out) are handed to the worker as descriptors, read-only and write-only;
 - the worker runs under bubblewrap when `bwrap` is installed: no network (all namespaces
@@ -120,12 +121,13 @@ def bwrap_prefix() -> list[str]:
 # Memory, measured (bench/sanitize.py and tests/sanitize/test_memory.py; H.264/AAC MP4s,
 # their index at the end as phones write it; every process of the tree polled every 3 ms,
 # memfds counted, since their pages show in no process's RSS):
-# - videos stream (channel.py, video.py; AVIs that cannot become Matroska excepted): nothing
-#   in proportion to the file is held. In all, at 100 MB, 500 MB and 1.5 GB alike:
+# - videos and sound but FLAC stream (channel.py, video.py; an AVI that cannot become
+#   Matroska, or a WAV of compressed sound, muxed twice: rewrites.py): nothing in
+#   proportion to the file is held. In all, at 100 MB, 500 MB and 1.5 GB alike:
 #   117-120 MiB for amanah-drop strip (its worker and bubblewrap included), 96-98 MiB for
 #   the library alone, 105-106 MiB for the relay's own path (staging, the sealed reader,
 #   the worker, the sealing writer);
-# - FLAC, pictures, WAVs of compressed sound and those AVIs take the memfd path: the
+# - FLAC and pictures take the memfd path: the
 #   input and the result are each held whole in memory (a 200 MB MP4 held 498 MiB at its
 #   peak that way, 1066 MiB at 500 MB, before videos streamed). The worker empties the
 #   input memfd as soon as nothing reads it again (worker.release_input), so the checks
@@ -182,9 +184,7 @@ class Sandboxed:
         if mime not in SUPPORTED:
             raise refusal("unsupported")
         if mime in worker.STREAMED:
-            outcome = self._strip_streamed(mime, src, dst, hashed)
-            if outcome is not None:
-                return outcome
+            return self._strip_streamed(mime, src, dst, hashed)
         in_fd, original_sha256, size = _fill_memfd(src, hashed)
         out_fd = os.memfd_create("out", 0)
         try:
@@ -199,13 +199,9 @@ class Sandboxed:
             os.close(out_fd)
         return Outcome(out_mime, removed, original_sha256, size)
 
-    def _strip_streamed(
-        self, mime: str, src: BinaryIO, dst: BinaryIO, hashed: bool
-    ) -> Outcome | None:
+    def _strip_streamed(self, mime: str, src: BinaryIO, dst: BinaryIO, hashed: bool) -> Outcome:
         """A video: the worker reads `src` and sends its result over socket pairs
         (channel.py), so neither the input nor the result is ever held whole in memory.
-        None when the worker found it cannot write this one forward only (an AVI that
-        cannot become Matroska) and wrote nothing: the caller takes the memfd path.
         When `src` is a file of the caller's own (amanah-drop strip on a source's device;
         never in the relay, whose staged files are sealed), the worker reads it itself
         through a read-only descriptor, and the relay only hashes it meanwhile (if asked);
@@ -253,7 +249,7 @@ class Sandboxed:
         size: int,
         deadline: float,
         hashed: bool,
-    ) -> Outcome | None:
+    ) -> Outcome:
         """Both ends are files of the caller's own: the worker reads `fds[0]` (read-only)
         and writes its result through `fds[1]` (write-only, sharing `dst`'s offset), with
         no link between (measured on a 500 MB MP4: the result link and its receiving
@@ -366,15 +362,8 @@ def _serve_worker(serve: Callable[[], None]) -> None:
         raise refusal("worker-failed") from None
 
 
-def _streamed_outcome(
-    answer: dict[str, object], written: int, sha256: str, size: int
-) -> Outcome | None:
-    """A streamed worker's answer, after `written` bytes of result: None when it could not
-    stream the file and wrote nothing (the caller takes the memfd path). Raises Refused."""
-    if answer.get("reason") == worker.NOT_STREAMABLE:
-        if written:
-            raise refusal("worker-failed")  # it had written a result after all
-        return None
+def _streamed_outcome(answer: dict[str, object], written: int, sha256: str, size: int) -> Outcome:
+    """A streamed worker's answer, after `written` bytes of result. Raises Refused."""
     out_mime, removed = _accepted(answer)
     if not written:
         raise refusal("worker-failed")

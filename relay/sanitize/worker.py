@@ -67,8 +67,9 @@ OPEN_FILES = 64
 FFMPEG_TIMEOUT = 600.0
 
 # Videos, MP3, M4A, Ogg and WAV remuxed by video.py, streamed over a channel: the relay's
-# memory stays flat. An AVI is written as Matroska (its own muxer must seek back to finish
-# its header), a WAV with its sizes counted first (wave.py), an MP3 read between its tags
+# memory stays flat. An AVI is written as Matroska where it can be, else as an AVI muxed
+# twice (rewrites.py: its muxer seeks back to finish its header), a WAV of raw samples with
+# its sizes counted first (wave.py), another WAV muxed twice, an MP3 read between its tags
 # (mp3.py). FLAC goes through media.py (re-encoded), from memfds.
 STREAMED = frozenset(
     {
@@ -87,9 +88,6 @@ STREAMED = frozenset(
         "audio/mpeg",
     }
 )
-# A streamed worker's answer for an input it cannot write forward only (an AVI that cannot
-# become Matroska): nothing was written, and the sandbox runs the file again in `files` mode.
-NOT_STREAMABLE = "not-streamable"
 IMAGE_BYTEWISE = {"image/jpeg", "image/png", "image/webp"}
 IMAGE_REENCODE = {"image/tiff", "image/gif", "image/heic", "image/heif", "image/avif"}
 
@@ -153,15 +151,16 @@ def release_input(files: Files) -> None:
 
 
 def clean_media(mime: str, files: Files) -> dict[str, Any]:
-    """Strips one audio or video file; returns the worker's answer."""
+    """Strips one FLAC file (re-encoded by the ffmpeg CLI, media.py); returns the worker's
+    answer. Every other audio and video format streams through video.py."""
     from . import gate, media  # noqa: PLC0415
 
     formats = media.FORMATS[mime]
     demuxer = formats[0]
     fds = (files.input, files.output)
     names: list[str] = []
-    if demuxer == "mp3":
-        raise media.MediaError("an MP3 streams through video.py")
+    if demuxer != "flac":
+        raise media.MediaError("this format streams through video.py")
     source = media.probe(files.input_path, demuxer, fds, FFMPEG_TIMEOUT)
     source_layout = media.layout(source)
     if not source_layout.video and source_layout.audio:
@@ -172,21 +171,12 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
     if not media.codecs_kept(source_layout, audio_only):
         return {"ok": False, "reason": "unsupported"}
     names += media.removed_names(source, audio_only)
-    if demuxer == "avi":  # its demuxer flags the frame a file ends inside (video.CutShort)
-        from . import video  # noqa: PLC0415 - PyAV only where it is used
-
-        video.refuse_cut_short(files.input_path, demuxer)
     command, extra = media.remux_command(
         files.input_path, files.output_path, formats, source_layout
     )
     media.run(command, fds, FFMPEG_TIMEOUT)
     release_input(files)
     readback = media.readback_demuxer(muxer)
-    codecs = {*source_layout.audio, *(codec for codec, _, _ in source_layout.video)}
-    if codecs & media.IN_PLACE:  # what no filter of the CLI removes from inside streams
-        from . import video  # noqa: PLC0415 - PyAV only where it is used
-
-        extra += video.rewrite_in_place(files.output_path, readback)
     result = media.probe(files.output_path, readback, fds, FFMPEG_TIMEOUT)
     media.check(source_layout, media.layout(result), audio_only)
     media.decode_check(files.output_path, readback, audio_only, fds, FFMPEG_TIMEOUT)
@@ -231,8 +221,6 @@ def clean_streamed(mime: str, source_fd: int, results: int, size: int, mode: str
             else:
                 with os.fdopen(source_fd, "rb", buffering=0) as file:
                     answer = video.clean(mime, file, link)
-        except video.NotStreamable:
-            answer = {"ok": False, "reason": NOT_STREAMABLE}
         except Exception:
             if file_link is None or not file_link.too_large:
                 raise

@@ -335,22 +335,22 @@ def avi_xvid(folder: Path) -> Path:
 
 def avi_xvid_packed(folder: Path) -> Path:
     """Xvid (libxvidcore) with B-frames, packed two to a packet as DivX did ("DivX503b1393p"
-    in its user data): not streamed, remuxed whole into an AVI (video.py)."""
+    in its user data): it stays an AVI, muxed twice (video.py, rewrites.py)."""
     codec = ["-c:v", "libxvid", "-bf", "2", "-c:a", "libmp3lame"]
     return _video(folder, "in-xvid.avi", codec, [], [])
 
 
 def avi_h264(folder: Path) -> Path:
     """H.264 in AVI: start codes (no configuration record), x264's settings in an SEI, and
-    B-frames, whose presentation times an AVI does not hold: not streamed as Matroska but
-    remuxed whole into an AVI (video.WRITTEN_AS)."""
+    B-frames, whose presentation times an AVI does not hold: not written as Matroska but
+    as an AVI, muxed twice (video.WRITTEN_AS, rewrites.py)."""
     codec = ["-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p"]
     return _video(folder, "in-h264.avi", [*codec, "-c:a", "libmp3lame"], [], [])
 
 
 def avi_h264_aac(folder: Path) -> Path:
     """The same with AAC sound: FFmpeg's encoder names itself in the first AAC frame, which
-    the worker rewrites in place in the AVI (video.rewrite_in_place)."""
+    the worker rewrites in the AVI (aac.py)."""
     codec = ["-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p"]
     return _video(folder, "in-h264-aac.avi", [*codec, "-c:a", "aac"], [], [])
 
@@ -372,7 +372,7 @@ def avi_interlaced_2016(folder: Path) -> Path:
 
 def avi_xvid_tag(folder: Path) -> Path:
     """FFmpeg's MPEG-4 under the fourcc XVID (as many tools label any MPEG-4 Part 2), with
-    IMA ADPCM sound: it stays an AVI, rewritten in place. Its user data names FFmpeg
+    IMA ADPCM sound: it stays an AVI, muxed twice. Its user data names FFmpeg
     ("Lavc59.37.100"); without any name there, FFmpeg's decoder would take it for an early
     Xvid (mpegvideo.XVID_TAGS) and decode other pixels."""
     codec = ["-c:v", "mpeg4", "-vtag", "XVID", "-c:a", "adpcm_ima_wav"]
@@ -402,8 +402,8 @@ def avi_mjpeg(folder: Path) -> Path:
 
 
 def avi_adpcm(folder: Path) -> Path:
-    """Motion JPEG with IMA ADPCM sound, which Matroska's muxer does not list: remuxed whole
-    into an AVI instead of streamed (video.WRITTEN_AS), its frames rebuilt in place."""
+    """Motion JPEG with IMA ADPCM sound, which Matroska's muxer does not list: it stays an
+    AVI, muxed twice (video.WRITTEN_AS, rewrites.py), its frames rebuilt."""
     return _camera_mjpeg(folder, "in-adpcm.avi", "adpcm_ima_wav")
 
 

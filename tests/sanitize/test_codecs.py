@@ -139,15 +139,15 @@ def test_a_codec_that_cannot_be_vouched_for_is_unsupported(name: str, tmp_path: 
     assert detected.kind == "video"
 
 
-def test_the_cli_path_checks_codecs_too(tmp_path: Path) -> None:
-    """An AVI the streamed path hands over (worker.clean_media, in this process): a DV
-    video is unsupported there as well, before ffmpeg writes anything."""
+def test_the_cli_path_takes_flac_only(tmp_path: Path) -> None:
+    """Every other sound and video format streams (video.py): the CLI path (worker.
+    clean_media, in this process) refuses one before ffmpeg writes anything."""
     source = _made(tmp_path, "dv.avi", UNSUPPORTED["dv.avi"])
     files = worker.Files(os.memfd_create("in", 0), os.memfd_create("out", 0))
     try:
         os.write(files.input, source.read_bytes())
-        answer = worker.clean_media("video/x-msvideo", files)
-        assert answer == {"ok": False, "reason": "unsupported"}
+        with pytest.raises(media.MediaError):
+            worker.clean_media("video/x-msvideo", files)
         assert os.fstat(files.output).st_size == 0
     finally:
         os.close(files.input)

@@ -83,18 +83,9 @@ def test_under_an_xvid_fourcc_ffmpeg_is_still_named() -> None:
     assert mpegvideo.decoder_hint(b"XviD0069", tagged=True) == b"XviD33"
     assert mpegvideo.decoder_hint(b"AmanahModelX9", tagged=True) is None  # none named before
     unit = b"\x00\x00\x01\xb2Lavc59.37.100"
-    assert mpegvideo.user_data_in_place(VOS + unit + VOL, hints=True, tagged=True) == (
-        VOS + b"\x00\x00\x01\xb2FFmpegb4713  " + VOL
-    )
-
-
-def test_a_hint_longer_than_its_unit_is_an_error_in_place() -> None:
-    """FFmpeg's builds of 2002 wrote "ffmpeg"; its canonical hint, "FFmpegb0", does not fit
-    there: the file cannot be rewritten in place at the same size."""
-    unit = b"\x00\x00\x01\xb2ffmpeg"
-    with pytest.raises(ValueError, match="no room"):
-        mpegvideo.user_data_in_place(VOS + unit + VOL, hints=True)
-    assert mpegvideo.user_data_in_place(VOS + unit + VOL) == VOS + unit[:4] + b" " * 6 + VOL
+    cleaned, changed = mpegvideo.without_user_data(VOS + unit + VOL, hints=True, tagged=True)
+    assert (bytes(cleaned), changed) == (VOS + b"\x00\x00\x01\xb2FFmpegb4713" + VOL, 1)
+    assert mpegvideo.without_user_data(VOS + unit + VOL, hints=True) == (VOS + VOL, 1)
 
 
 def test_hints_stay_in_mpeg4_and_the_rest_goes() -> None:
@@ -106,21 +97,6 @@ def test_hints_stay_in_mpeg4_and_the_rest_goes() -> None:
     again = mpegvideo.without_user_data(cleaned, hints=True)
     assert again[0] is cleaned and again[1] == 0  # already canonical: not copied
     assert mpegvideo.without_user_data(packet) == (VOS + VOL + I_VOP, 3)  # MPEG-1/2: all goes
-
-
-def test_in_place_the_size_stays_and_spaces_fill() -> None:
-    lavc = b"\x00\x00\x01\xb2Lavc59.37.100"
-    packet = VOS + USER + DIVX + lavc + VOL + I_VOP
-    hinted = mpegvideo.user_data_in_place(packet, hints=True)
-    assert len(hinted) == len(packet)
-    assert hinted == (
-        VOS + b"\x00\x00\x01\xb2XviD33  \x00\x00\x01\xb2DivX503b0p   "
-        + b"\x00\x00\x01\xb2" + b" " * 13 + VOL + I_VOP
-    )  # fmt: skip
-    assert mpegvideo.user_data_in_place(hinted, hints=True) == hinted
-    blank = mpegvideo.user_data_in_place(packet)  # MPEG-1/2: nothing is kept
-    start = b"\x00\x00\x01\xb2"
-    assert blank == VOS + start + b" " * 8 + start + b" " * 13 + start + b" " * 13 + VOL + I_VOP
 
 
 def test_vop_types_are_read_in_order() -> None:
