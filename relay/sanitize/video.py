@@ -539,7 +539,7 @@ def clean(
 ) -> dict[str, Any]:
     """Remuxes one video from `source` into `link`; returns the worker's answer. An AVI
     that cannot become Matroska, or a WAV of other than raw samples, is written in its own
-    format, muxed twice (`REWRITING_MUXERS`)."""
+    format, muxed twice (`_remux_twice`)."""
     try:
         return _clean(mime, source, link, own_format=False)
     except NotStreamable:
