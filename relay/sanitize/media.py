@@ -18,8 +18,6 @@ Rules (measured in notes/metadata.md):
   encoder version and no creation time;
 - only streams of the codecs in `VIDEO_CODECS` and `AUDIO_CODECS` are kept (else the file
   is unsupported);
-- H.264 SEI (type 6) and HEVC SEI (39, 40) NAL units are dropped: they carry the encoder's
-  settings string and camera-specific user data; so are AV1 metadata OBUs (type 5);
 - FLAC is re-encoded (lossless; decoded samples identical): stale tags can hide in the audio
   area, and the vendor string, APPLICATION and CUESHEET blocks survive a tag deletion.
 
@@ -53,19 +51,13 @@ FORMATS: dict[str, tuple[str, str, str, bool]] = {
     "video/3gpp2": ("mov", "3g2", "video/3gpp2", False),  # CDMA phones' 3GP
     "video/x-matroska": ("matroska", "matroska", "video/x-matroska", False),
     "video/webm": ("matroska", "webm", "video/webm", False),
-    # Streamed by video.py as Matroska (WRITTEN_AS there) when it can be; else here, as an AVI.
+    # Streamed by video.py as Matroska (WRITTEN_AS there) when it can be; else as an AVI.
     "video/x-msvideo": ("avi", "avi", "video/x-msvideo", False),
 }
 # The muxers of the MP4 family (ISO base media files), all read back by FFmpeg's "mov".
 MP4_MUXERS = frozenset({"mp4", "mov", "3gp", "3g2", "ipod"})
 SEI_NAME = "encoder data in the video stream (SEI)"
 OBU_NAME = "metadata in the video stream (AV1 metadata OBUs)"
-# The CLI's filters for what video.py removes itself (nal.py, obu.py): codec -> filter, name.
-STREAM_FILTERS = {
-    "h264": ("filter_units=remove_types=6", SEI_NAME),
-    "hevc": ("filter_units=remove_types=39|40", SEI_NAME),
-    "av1": ("filter_units=remove_types=5", OBU_NAME),
-}
 # The codecs (FFmpeg's names) whose streams are kept. In each, what can carry metadata
 # inside the stream itself is removed (SEI: nal.py; metadata OBUs: obu.py; user data:
 # mpegvideo.py; APPn and COM segments: jpeg.py; ancillary bytes: mp3.py; fill elements:
@@ -200,7 +192,7 @@ def codecs_kept(source: Layout, audio_only: bool) -> bool:
 
 
 def remux_command(
-    source: str, target: str, formats: tuple[str, str, str, bool], source_layout: Layout
+    source: str, target: str, formats: tuple[str, str, str, bool]
 ) -> tuple[list[str], list[str]]:
     """The ffmpeg command for one file (`formats` as in FORMATS), and names of what only
     the command removes."""
@@ -215,15 +207,6 @@ def remux_command(
     if demuxer == "flac":
         command += ["-c:a", "flac"]
         extra.append("FLAC vendor string and non-audio blocks")
-    if muxer in MP4_MUXERS:
-        command += ["-movflags", "+faststart"]  # index first: players start sooner
-    codecs = {codec for codec, _, _ in source_layout.video}
-    filters = [STREAM_FILTERS[c] for c in sorted(codecs) if c in STREAM_FILTERS]
-    if len(filters) == 1:
-        command += ["-bsf:v", filters[0][0]]
-        extra.append(filters[0][1])
-    elif len(filters) > 1:
-        raise MediaError("mixed video codecs")
     command += ["-f", muxer, "-y", target]
     return command, extra
 

@@ -5,9 +5,9 @@ Rules:
   served to the worker on request over a socket and its result comes back the same way as
   it is written (see channel.py); any other input (a picture, FLAC) is copied into an
   anonymous in-memory file (memfd) and the worker writes its result into another; both
-  die with their descriptors. Only the files
-  of a caller's own (amanah-drop strip on a source's device: the source's file in, a new
-  file of theirs out) are handed to the worker as descriptors, read-only and write-only;
+  die with their descriptors. Only the files of a caller's own (amanah-drop strip on a
+  source's device: the source's file in, a new file of theirs out) are handed to the
+  worker as descriptors, read-only and write-only;
 - the worker runs under bubblewrap when `bwrap` is installed: no network (all namespaces
   unshared), read-only system and Python directories, an empty /tmp, no capabilities, a
   cleared environment, killed with its parent; and always in its own session (process
@@ -127,9 +127,9 @@ def bwrap_prefix() -> list[str]:
 #   117-120 MiB for amanah-drop strip (its worker and bubblewrap included), 96-98 MiB for
 #   the library alone, 105-106 MiB for the relay's own path (staging, the sealed reader,
 #   the worker, the sealing writer);
-# - FLAC and pictures take the memfd path: the
-#   input and the result are each held whole in memory (a 200 MB MP4 held 498 MiB at its
-#   peak that way, 1066 MiB at 500 MB, before videos streamed). The worker empties the
+# - FLAC and pictures take the memfd path: the input and the result are each held whole in
+#   memory (a 200 MB MP4 held 498 MiB at its peak that way, 1066 MiB at 500 MB, before
+#   videos streamed). The worker empties the
 #   input memfd as soon as nothing reads it again (worker.release_input), so the checks
 #   after the remux hold the result only.
 

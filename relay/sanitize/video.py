@@ -161,7 +161,7 @@ class NotStreamable(Exception):
 
 class CutShort(MediaError):
     """The file ends inside a frame its index lists: the demuxer hands that frame over
-    incomplete, flagged corrupt. Refused (truncated files are, issue 4), by either path.
+    incomplete, flagged corrupt. Refused (truncated files are, issue 4).
     (A WAV's last packet is flagged so whenever its samples do not fill one: a WAV cut
     short is written with the sizes of what it holds, wave.py.)"""
 
@@ -547,14 +547,12 @@ def clean(
         return _clean(mime, source, link, own_format=True)
 
 
-def _open(reader: BinaryIO | channel.SeekableInput, demuxer: str, options: dict[str, str]) -> Any:
+def _open(
+    reader: BinaryIO | channel.SeekableInput, demuxer: str, options: dict[str, str] | None = None
+) -> Any:
+    """The input, demuxed by `demuxer` (forced), opening nothing else."""
     return av.open(
-        reader,
-        "r",
-        format=demuxer,
-        options=options,
-        buffer_size=INPUT_BUFFER,
-        io_open=_no_io,
+        reader, "r", format=demuxer, options=options or {}, buffer_size=INPUT_BUFFER, io_open=_no_io
     )
 
 
@@ -647,7 +645,7 @@ def _remux_twice(
     first = rewrites.Recorder()
     _remux(container, kept, muxer, first, gate.Search(set()), [], made_up_times=False)
     reader.seek(0)
-    with _open(reader, demuxer, {}) as again:
+    with _open(reader, demuxer) as again:
         overlay = rewrites.Overlay(tee.write, first)
         streams = [again.streams[s.index] for s in kept]
         plans = _remux(again, streams, muxer, overlay, search, names, made_up_times=False)
@@ -663,7 +661,7 @@ def _mp3_frames(
     lies outside that view (mp3.py). Raises mp3.TagError."""
     size = source.seek(0, io.SEEK_END)
     source.seek(0)
-    with av.open(source, "r", format="mp3", buffer_size=INPUT_BUFFER, io_open=_no_io) as whole:
+    with _open(source, "mp3") as whole:
         document = _document(whole)
     start, end, names = mp3.audio_span(source, size)
     if mp3.encoder_frame(source, start):
@@ -687,7 +685,7 @@ def _copy_wav(
         raise wave.Unwritable("not one stream of raw samples")
     size = sum(packet.size for packet in container.demux(kept[0]))
     source.seek(0)
-    with av.open(source, "r", format="wav", buffer_size=INPUT_BUFFER, io_open=_no_io) as again:
+    with _open(source, "wav") as again:
         [stream] = again.streams.audio
         tee.write(wave.header(stream, size))
         tally, written, pending = _tally(stream), 0, bytearray()

@@ -171,9 +171,7 @@ def clean_media(mime: str, files: Files) -> dict[str, Any]:
     if not media.codecs_kept(source_layout, audio_only):
         return {"ok": False, "reason": "unsupported"}
     names += media.removed_names(source, audio_only)
-    command, extra = media.remux_command(
-        files.input_path, files.output_path, formats, source_layout
-    )
+    command, extra = media.remux_command(files.input_path, files.output_path, formats)
     media.run(command, fds, FFMPEG_TIMEOUT)
     release_input(files)
     readback = media.readback_demuxer(muxer)

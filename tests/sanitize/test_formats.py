@@ -172,6 +172,34 @@ def test_an_avi_keeps_every_frame_at_its_time(
     assert _frame_times_and_hashes(cleaned) == before
 
 
+def test_an_avi_kept_as_an_avi_has_its_header_filled_in(
+    stripping: Stripping, tmp_path: Path
+) -> None:
+    """An AVI that stays an AVI is sent forward, its muxer's rewrites (sizes, frame counts,
+    filled in at the end) put in place from a first pass (rewrites.py). On a file larger
+    than FFmpeg's output buffer, so that the rewrites reach the worker's sink: RIFF's size
+    covers the file, and the header's frame count (ffprobe's nb_frames, from the stream
+    header) is the number of video packets."""
+    source = tmp_path / "in.avi"
+    samples.ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=8",
+        "-f", "lavfi", "-i", "sine=duration=8", "-vf", "noise=alls=20:allf=t",
+        *samples.H264, "-bf", "2", "-qp", "10", "-c:a", "adpcm_ima_wav", str(source),
+    )  # fmt: skip
+    _, report, data = clean(stripping, source.read_bytes())
+    assert report.mime == "video/x-msvideo"
+    assert len(data) > 4 * video.IO_BUFFER
+    assert int.from_bytes(data[4:8], "little") == len(data) - 8
+    cleaned = tmp_path / "cleaned.avi"
+    cleaned.write_bytes(data)
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0",
+         "-show_entries", "stream=nb_frames,nb_read_packets", "-of", "csv=p=0", str(cleaned)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split(",")  # fmt: skip
+    assert int(probe[0]) == int(probe[1]) == 200
+
+
 def test_mp4_keeps_rotation_and_drops_the_gps_track(stripping: Stripping, tmp_path: Path) -> None:
     source = samples.mp4(tmp_path)
     assert [s["codec_type"] for s in judge.ffprobe(source)["streams"]].count("subtitle") == 1

@@ -89,15 +89,16 @@ def test_decompression_bombs_are_refused(stripping: Stripping) -> None:
     "name",
     [
         *("jpeg", "png", "webp", "mp3", "mp4", "flac", "mkv", "webm", "mov", "avi"),
-        *("avi-mjpeg", "avi-adpcm"),
+        *("avi-mjpeg", "avi-adpcm", "avi-h264", "avi-xvid-packed"),
     ],
 )
 def test_truncated_files_are_refused(name: str, stripping: Stripping, tmp_path: Path) -> None:
-    """Cut to a third. The last two hold no duration in a header to fall short of, and
-    nothing in a JPEG frame or raw samples fails to parse: what shows the cut is the frame
-    the file ends in, which the AVI demuxer hands over flagged corrupt (video.CutShort,
-    streamed and on the CLI's path). A WAV cut short is written with the sizes of what it
-    holds (test_memory.py)."""
+    """Cut to a third. The Motion JPEG AVIs hold no duration in a header to fall short of,
+    and nothing in a JPEG frame or raw samples fails to parse: what shows the cut is the
+    frame the file ends in, which the AVI demuxer hands over flagged corrupt
+    (video.CutShort). The H.264 and packed MPEG-4 AVIs (written as AVIs, muxed twice)
+    also fall short of their header's duration. A WAV cut short is written with the sizes
+    of what it holds (test_memory.py)."""
     data = samples.SAMPLES[name][0](tmp_path).read_bytes()
     assert isinstance(_refusal(stripping, data[: len(data) // 3]), Malformed)
 
