@@ -11,7 +11,9 @@ RUN_PACKAGES=(python3 python3-venv libmagic1 tor ffmpeg bubblewrap)
 # chromium: the browser tests (tests/browser) drive /usr/bin/chromium through Playwright.
 # ca-certificates: the sanitizer tests fetch other projects' test files from Debian's pool
 # over https (tests/sanitize/conftest.py), which Python checks against the system's roots.
-TEST_PACKAGES=(age golang-filippo-age-dev libimage-exiftool-perl chromium ca-certificates)
+# flac: libFLAC's own encoder makes FLAC inputs, and its decoder tests the results
+# (tests/sanitize/test_flac.py).
+TEST_PACKAGES=(age golang-filippo-age-dev libimage-exiftool-perl chromium ca-certificates flac)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -10,12 +10,13 @@ Rules:
   says "FAAC 1.24", the stream "libfaac 1.24");
 - a search is fed in pieces and keeps, per channel, the tail of what it saw, so a value cut
   across two pieces of the same channel is still found;
-- what is searched: the whole file (the ffmpeg CLI path), or, in the streamed video path,
-  everything the result holds that came from the input except the coded slices of H.264
-  and HEVC pictures: codec configuration records, every audio packet, every non-slice unit
-  of H.264/HEVC (parameter sets, and any unit of a type nobody expected), and every packet
-  of other video codecs. Coded slices are entropy-coded picture data: a readable string
-  cannot sit there and still decode, and no camera or app is known to put one there. They
+- what is searched (video.py): everything the result holds that came from the input
+  except the coded slices of H.264 and HEVC pictures, raw samples and a FLAC (encoded
+  again: nothing comes from the input but its samples): codec configuration records, every
+  compressed audio packet, every non-slice unit of H.264/HEVC (parameter sets, and any unit
+  of a type nobody expected), and every packet of other video codecs. Coded slices are
+  entropy-coded picture data: a readable string cannot sit there and still decode, and no
+  camera or app is known to put one there. They
   are also ~98% of a video's bytes, and searching them was most of the cost of stripping
   (measured on a 500 MB MP4 with 10 values: 2.5 s of 5.7 s, against 0.6 s for the whole
   of mat2's remux of the same file).
@@ -98,16 +99,3 @@ class Search:
             tail = window[-self._overlap :] if self._overlap else b""
         self._tails[channel] = tail
         return False
-
-
-def leaked(path: str, values: set[str]) -> bool:
-    """Whether any value occurs in the file at `path` (read in 1 MiB windows: an mmap with
-    a case-insensitive regular expression took 12 s and 218 MiB on a 200 MB video)."""
-    search = Search(values)
-    if search.empty:
-        return False
-    with open(path, "rb") as file:
-        while block := file.read(WINDOW):
-            if search.feed(block):
-                return True
-    return False

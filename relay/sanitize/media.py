@@ -1,36 +1,21 @@
-"""FLAC through the ffmpeg CLI (re-encoded), keeping only the audio streams, and dropping
-every tag, chapter and encoder string. Also the table of every audio and video format
-(`FORMATS`), and the rules video.py shares.
+"""The table of every audio and video format (`FORMATS`: the demuxer forced for each type
+libmagic finds, the muxer that writes the result), the codecs that may be kept, and the
+rules that read an input's tags (names for the report, values for the last gate). The
+cleaning itself is video.py's (PyAV, streamed in flat memory; FLAC encoded again, flac.py).
 
-Why the CLI here, and PyAV for videos, MP3, M4A, Ogg and WAV (video.py, streamed in flat
-memory): FLAC is re-encoded, not remuxed, which takes the whole file (a memfd, ~2x its size
-in RAM with the result); Debian's ffmpeg runs as its own process under the worker's limits,
-and a crash in a demuxer kills that process, not the worker that reports it. (Until
-session 14 an AVI that could not become Matroska, and a WAV of compressed sound, came here
-too; they now stream, muxed twice: rewrites.py.)
-
-Rules (measured in notes/metadata.md):
-- the demuxer is forced from the type libmagic found and only the `file` protocol is
-  allowed, so a playlist or a concat script cannot make ffmpeg open anything else;
-- `-map 0:V? -map 0:a?` (capital V excludes cover art) drops telemetry (GoPro, DJI, Apple),
-  GPS subtitle tracks, subtitles, attachments; `-map_metadata -1 -map_chapters -1` drops
-  container and stream tags and chapters; `+bitexact` writes neutral handler names, no
-  encoder version and no creation time;
-- only streams of the codecs in `VIDEO_CODECS` and `AUDIO_CODECS` are kept (else the file
-  is unsupported);
-- FLAC is re-encoded (lossless; decoded samples identical): stale tags can hide in the audio
-  area, and the vendor string, APPLICATION and CUESHEET blocks survive a tag deletion.
+Until session 15 FLAC went through Debian's ffmpeg CLI here, the whole file and its result
+held in memfds (~2x its size in RAM); earlier, every format did (notes/metadata.md measured
+the rules on that path, and video.py keeps them): only audio and non-picture video streams,
+no container, stream or chapter tags, `+bitexact` (neutral handler names, no encoder
+version, no creation time), and only streams of the codecs in `VIDEO_CODECS` and
+`AUDIO_CODECS` (else the file is unsupported).
 
 Runs only inside the sandboxed worker.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess  # noqa: S404 - the worker runs ffmpeg, with fixed arguments
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from . import gate
@@ -90,78 +75,8 @@ class MediaError(Exception):
     quote metadata values)."""
 
 
-def run(command: Sequence[str], fds: Sequence[int], timeout: float) -> bytes:
-    """Runs ffmpeg or ffprobe with the worker's memfds open. Raises MediaError."""
-    result = subprocess.run(  # noqa: S603 - fixed argument lists built here
-        list(command),
-        pass_fds=tuple(fds),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise MediaError("ffmpeg failed")
-    return result.stdout
-
-
-def probe(path: str, demuxer: str, fds: Sequence[int], timeout: float) -> dict[str, Any]:
-    """ffprobe's view of a file (streams, format, chapters) with the demuxer forced."""
-    output = run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-protocol_whitelist",
-            "file",
-            "-f",
-            demuxer,
-            "-show_format",
-            "-show_streams",
-            "-show_chapters",
-            "-of",
-            "json",
-            path,
-        ],
-        fds,
-        timeout,
-    )
-    try:
-        document = json.loads(output)
-    except ValueError as exc:
-        raise MediaError("unreadable probe") from exc
-    if not isinstance(document, dict):
-        raise MediaError("unreadable probe")
-    return document
-
-
-@dataclass(frozen=True)
-class Layout:
-    """What matters of a probe for checking a result: streams kept, sizes, duration."""
-
-    video: tuple[tuple[str, int, int], ...]  # codec, width, height of each real video stream
-    audio: tuple[str, ...]  # codec of each audio stream
-    duration: float
-
-
 def _is_picture(stream: dict[str, Any]) -> bool:
     return bool(stream.get("disposition", {}).get("attached_pic"))
-
-
-def layout(document: dict[str, Any]) -> Layout:
-    streams = document.get("streams", [])
-    video = tuple(
-        (str(s.get("codec_name")), int(s.get("width", 0)), int(s.get("height", 0)))
-        for s in streams
-        if s.get("codec_type") == "video" and not _is_picture(s)
-    )
-    audio = tuple(str(s.get("codec_name")) for s in streams if s.get("codec_type") == "audio")
-    try:
-        duration = float(document.get("format", {}).get("duration", 0.0))
-    except (TypeError, ValueError):
-        duration = 0.0
-    return Layout(video, audio, duration)
 
 
 def _tag_name(key: object) -> str:
@@ -181,34 +96,6 @@ def removed_names(document: dict[str, Any], audio_only: bool) -> list[str]:
     if document.get("chapters"):
         names.append("chapters")
     return list(dict.fromkeys(names))
-
-
-def codecs_kept(source: Layout, audio_only: bool) -> bool:
-    """Whether every stream the result keeps is of a codec that can be cleaned."""
-    video = [] if audio_only else [codec for codec, _, _ in source.video]
-    return all(codec_kept("video", c) for c in video) and all(
-        codec_kept("audio", c) for c in source.audio
-    )
-
-
-def remux_command(
-    source: str, target: str, formats: tuple[str, str, str, bool]
-) -> tuple[list[str], list[str]]:
-    """The ffmpeg command for one file (`formats` as in FORMATS), and names of what only
-    the command removes."""
-    demuxer, muxer, _, audio_only = formats
-    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
-    command += ["-protocol_whitelist", "file", "-f", demuxer, "-i", source]
-    command += ["-map", "0:a?"] if audio_only else ["-map", "0:V?", "-map", "0:a?"]
-    command += ["-c", "copy", "-map_metadata", "-1", "-map_chapters", "-1"]
-    command += ["-disposition", "0", "-fflags", "+bitexact"]
-    command += ["-flags:v", "+bitexact", "-flags:a", "+bitexact"]
-    extra: list[str] = []
-    if demuxer == "flac":
-        command += ["-c:a", "flac"]
-        extra.append("FLAC vendor string and non-audio blocks")
-    command += ["-f", muxer, "-y", target]
-    return command, extra
 
 
 def tag_values(document: dict[str, Any]) -> set[str]:
@@ -231,32 +118,3 @@ def audio_only_formats(formats: tuple[str, str, str, bool]) -> tuple[str, str, s
     if demuxer == "mov":
         return demuxer, "ipod", "audio/x-m4a", True
     return demuxer, muxer, mime, True
-
-
-def check(source: Layout, result: Layout, audio_only: bool) -> None:
-    """The result must hold the same media. Raises MediaError otherwise."""
-    if audio_only:
-        if not source.audio or result.audio != source.audio or result.video:
-            raise MediaError("audio streams differ")
-    else:
-        if not source.video or result.video != source.video:
-            raise MediaError("video streams differ")
-        if result.audio != source.audio:
-            raise MediaError("audio streams differ")
-    tolerance = max(0.25, source.duration * 0.02)
-    if source.duration > 0 and abs(result.duration - source.duration) > tolerance:
-        raise MediaError("duration differs")
-    if result.duration <= 0:
-        raise MediaError("no duration")
-
-
-def decode_check(
-    path: str, demuxer: str, audio_only: bool, fds: Sequence[int], timeout: float
-) -> None:
-    """Decodes the result: all of it for audio (cheap), the first frames for video (a full
-    decode of a long video costs minutes; the probe has checked its layout and duration)."""
-    command = ["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-protocol_whitelist", "file"]
-    command += ["-f", demuxer, "-i", path]
-    command += [] if audio_only else ["-frames:v", "10"]
-    command += ["-f", "null", "-"]
-    run(command, fds, timeout)

@@ -1,13 +1,13 @@
 """The parent side of stripping: one sandboxed worker process per file.
 
 Rules:
-- plaintext never gets a disk path: a video or a sound file but FLAC (worker.STREAMED) is
-  served to the worker on request over a socket and its result comes back the same way as
-  it is written (see channel.py); any other input (a picture, FLAC) is copied into an
-  anonymous in-memory file (memfd) and the worker writes its result into another; both
-  die with their descriptors. Only the files of a caller's own (amanah-drop strip on a
-  source's device: the source's file in, a new file of theirs out) are handed to the
-  worker as descriptors, read-only and write-only;
+- plaintext never gets a disk path: a video or a sound file (media.FORMATS) is served to
+  the worker on request over a socket and its result comes back the same way as it is
+  written (see channel.py); a picture is copied into an anonymous in-memory file (memfd)
+  and the worker writes its result into another; both die with their descriptors. Only
+  the files of a caller's own (amanah-drop strip on a source's device: the source's file
+  in, a new file of theirs out) are handed to the worker as descriptors, read-only and
+  write-only;
 - the worker runs under bubblewrap when `bwrap` is installed: no network (all namespaces
   unshared), read-only system and Python directories, an empty /tmp, no capabilities, a
   cleared environment, killed with its parent; and always in its own session (process
@@ -43,9 +43,9 @@ from . import channel, media, worker
 from .errors import Refused, WorkerFailed, refusal
 
 COPY_SIZE = 1 << 20
-# Seconds: start-up (Python, Pillow, ffprobe) plus a rate far below what was measured
-# (a 200 MB remux with the SEI filter took 1.2 s), so a healthy file never times out and
-# a stuck parser is killed within minutes.
+# Seconds: start-up (Python, Pillow, PyAV) plus a rate far below what was measured (a 200
+# MB remux with the SEI filter took 1.2 s; a FLAC, encoded twice, ~0.05 s per MB), so a
+# healthy file never times out and a stuck parser is killed within minutes.
 TIMEOUT_BASE = 30.0
 TIMEOUT_PER_MB = 0.2
 # The result may be somewhat larger than the input (a FLAC re-encode, a re-encoded picture).
@@ -121,17 +121,16 @@ def bwrap_prefix() -> list[str]:
 # Memory, measured (bench/sanitize.py and tests/sanitize/test_memory.py; H.264/AAC MP4s,
 # their index at the end as phones write it; every process of the tree polled every 3 ms,
 # memfds counted, since their pages show in no process's RSS):
-# - videos and sound but FLAC stream (channel.py, video.py; an AVI that cannot become
-#   Matroska, or a WAV of compressed sound, muxed twice: rewrites.py): nothing in
+# - videos and sound stream (channel.py, video.py; an AVI that cannot become Matroska, a
+#   WAV of compressed sound, muxed twice, and FLAC, encoded twice: rewrites.py): nothing in
 #   proportion to the file is held. In all, at 100 MB, 500 MB and 1.5 GB alike:
 #   117-120 MiB for amanah-drop strip (its worker and bubblewrap included), 96-98 MiB for
 #   the library alone, 105-106 MiB for the relay's own path (staging, the sealed reader,
 #   the worker, the sealing writer);
-# - FLAC and pictures take the memfd path: the input and the result are each held whole in
-#   memory (a 200 MB MP4 held 498 MiB at its peak that way, 1066 MiB at 500 MB, before
-#   videos streamed). The worker empties the
-#   input memfd as soon as nothing reads it again (worker.release_input), so the checks
-#   after the remux hold the result only.
+# - pictures take the memfd path: the input and the result are each held whole in memory
+#   (a 200 MB MP4 held 498 MiB at its peak that way, 1066 MiB at 500 MB, before videos
+#   streamed; FLAC took it until session 15). The worker empties the input memfd as soon
+#   as nothing reads it again (worker.release_input), so the checks hold the result only.
 
 
 def _fill_memfd(src: BinaryIO, hashed: bool) -> tuple[int, str, int]:
@@ -183,7 +182,7 @@ class Sandboxed:
         `original_sha256` is "" unless `hashed`."""
         if mime not in SUPPORTED:
             raise refusal("unsupported")
-        if mime in worker.STREAMED:
+        if mime in media.FORMATS:
             return self._strip_streamed(mime, src, dst, hashed)
         in_fd, original_sha256, size = _fill_memfd(src, hashed)
         out_fd = os.memfd_create("out", 0)

@@ -1,7 +1,7 @@
 """Video (MP4, MOV, 3GP, Matroska, WebM, AVI) and audio in MP3, M4A, Ogg (Vorbis, Opus,
-FLAC) or WAV (raw samples) remuxed in the worker with PyAV, streamed: the input read through
-`channel.RemoteInput`, the result written forward only and sent to the relay as it is
-made, so memory stays flat whatever the file's size.
+FLAC) or WAV remuxed in the worker with PyAV, and FLAC decoded and encoded again (flac.py),
+streamed: the input read through `channel.RemoteInput`, the result written forward only
+and sent to the relay as it is made, so memory stays flat whatever the file's size.
 
 Why PyAV here and the ffmpeg CLI elsewhere: the CLI can only read a seekable input from a
 path (a memfd held the whole file: 2.1x its size in RAM with the result); PyAV reads from a
@@ -43,7 +43,9 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
   finish its header). An AVI that cannot (below) stays an AVI, and a WAV of other than
   raw samples (ADPCM, MP3) a WAV: their muxers go back over what they wrote, so each is
   muxed twice, the first time only to learn what the muxer writes over, the second time
-  sent forward with that already in place (rewrites.py);
+  sent forward with that already in place (rewrites.py); so is a FLAC, encoded twice (its
+  muxer writes STREAMINFO's totals last), whose samples must then decode as the input's
+  (flac.py);
 - the result is read back while it is written (`Readback`, a second demuxer in a thread,
   handed the muxer's pieces in memory) and must hold the same streams, the same number of
   packets in each, the input's duration, and decode (the first frames of video, the first
@@ -65,18 +67,21 @@ import io
 import queue
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import av
 import av.container
 import av.stream
+from av.audio.stream import AudioStream
+from av.stream import Stream
 
 from . import (
     aac,
     channel,
+    flac,
     gate,
     jpeg,
     media,
@@ -118,7 +123,7 @@ QUEUED_PIECES = 8  # of IO_BUFFER bytes: how far the muxer may run ahead of the 
 # frame waits for one other at most, the model FFmpeg's made-up times follow (measured:
 # the frames of an Xvid and of an FFmpeg MPEG-4 AVI with two B-frames in a row decode
 # identical, at identical times, from the Matroska; an H.264 AVI with B-pyramids did not).
-# So these AVIs stay AVIs, muxed twice (`NotStreamable`, `_remux_twice`), their packets in
+# So these AVIs stay AVIs, muxed twice (`NotStreamable`, `_twice`), their packets in
 # the input's order and with its decoding times: video with B-frames in another codec;
 # MPEG-4 with packed B-frames (DivX's two frames in one packet) or with B-frames its header
 # did not announce; a stream Matroska's muxer refuses (ADPCM sound). The first
@@ -272,10 +277,12 @@ class Readback:
     stream's packets and their span, decodes the first frames. `error` holds what went
     wrong, if anything, once `finish` has returned."""
 
-    def __init__(self, demuxer: str, whole_audio: bool) -> None:
+    def __init__(self, demuxer: str, whole_audio: bool, samples: flac.Samples | None) -> None:
         self._demuxer = demuxer
         self._whole_audio = whole_audio
+        self.samples = samples  # what the sound decodes to, hashed (a FLAC's: flac.py)
         self.tallies: list[Tally] = []
+        self.records: list[bytes] = []  # each stream's, as the result's header gives it
         self.error: BaseException | None = None
         self._input = _Queued()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -301,6 +308,7 @@ class Readback:
                     # which FFmpeg's default (one per core) would spend on a large host.
                     stream.codec_context.thread_count = 1
             self.tallies = [_tally(s) for s in streams]
+            self.records = [bytes(s.codec_context.extradata or b"") for s in streams]
             decoded = [0] * len(streams)
             audio = sys.maxsize if self._whole_audio else DECODED_AUDIO_PACKETS
             limits = {"video": DECODED_VIDEO_FRAMES, "audio": audio}
@@ -310,7 +318,21 @@ class Readback:
                 index = packet.stream.index
                 self.tallies[index].count(packet)
                 if decoded[index] < limits.get(packet.stream.type, 0):
-                    decoded[index] += max(1, len(packet.decode()))
+                    frames = packet.decode()
+                    decoded[index] += max(1, len(frames))
+                    self._hash(frames)
+            if self.samples is not None:
+                [sound] = result.streams.audio
+                self._hash(sound.decode(None))  # what the decoder held back
+
+    def _hash(self, frames: Sequence[object]) -> None:
+        """Adds decoded sound to `samples`, when it is kept."""
+        if self.samples is None:
+            return
+        for frame in frames:
+            if not isinstance(frame, av.AudioFrame):
+                raise MediaError("a FLAC of other than sound")
+            self.samples.add(frame)
 
     def feed(self, data: bytes) -> None:
         self._input.pieces.put(data)
@@ -539,7 +561,7 @@ def clean(
 ) -> dict[str, Any]:
     """Remuxes one video from `source` into `link`; returns the worker's answer. An AVI
     that cannot become Matroska, or a WAV of other than raw samples, is written in its own
-    format, muxed twice (`_remux_twice`)."""
+    format, muxed twice (`_twice`)."""
     try:
         return _clean(mime, source, link, own_format=False)
     except NotStreamable:
@@ -591,16 +613,29 @@ def _clean(
         declared = container.duration
         names = media.removed_names(document, audio_only=not video) + cut
         search = gate.Search(media.tag_values(document))
-        readback = Readback(media.readback_demuxer(muxer), whole_audio=not video)
+        hashed = flac.Samples() if muxer == "flac" else None
+        readback = Readback(media.readback_demuxer(muxer), not video, hashed)
         tee = _Tee(link, readback)
         try:
             if muxer == "wav" and not own_format:
                 tallies, inside = _copy_wav(container, kept, tee, source), []
+            elif muxer == "flac":
+                encode = lambda c, s, out, _: _reencode(c, s, out)  # noqa: E731 - twice alike
+                tally, record, samples = _twice(container, reader, formats[0], kept, tee, encode)
+                tallies, inside = [tally], [flac.ENCODER_NAME]
             else:
                 if own_format:
-                    plans = _remux_twice(
-                        container, reader, formats[0], kept, muxer, tee, search, names
-                    )
+
+                    def again(
+                        c: av.container.InputContainer, s: list[Stream], out: Sink, last: bool
+                    ) -> list[_Plan]:
+                        # The first pass searches nothing and names nothing: it only learns
+                        # what the muxer writes over.
+                        went = names if last else []
+                        found = search if last else gate.Search(set())
+                        return _remux(c, s, muxer, out, found, went, made_up_times=False)
+
+                    plans = _twice(container, reader, formats[0], kept, tee, again)
                 else:
                     plans = _remux(container, kept, muxer, tee, search, names, rewrapped)
                 tallies = [plan.tally for plan in plans]
@@ -620,6 +655,8 @@ def _clean(
     if readback.error is not None:
         raise MediaError("the result does not read back") from readback.error
     _compare(tallies, readback.tallies, declared)
+    if hashed is not None:
+        flac.check(record, samples, readback.records[0], hashed)
     if muxer == "mp3" and sum(t.packets for t in tallies) < MP3_MIN_FRAMES:
         return {"ok": False, "reason": "malformed"}  # too short for a player to recognise
     if search.found:
@@ -628,29 +665,53 @@ def _clean(
     return {"ok": True, "mime": out_mime, "removed": names, "note": ""}
 
 
-def _remux_twice(
+Sink = _Tee | rewrites.Recorder | rewrites.Overlay  # where a muxer writes
+_Done = TypeVar("_Done")
+
+
+def _twice(
     container: av.container.InputContainer,
     reader: BinaryIO | channel.SeekableInput,
     demuxer: str,
     kept: Sequence[av.stream.Stream],
-    muxer: str,
     tee: _Tee,
-    search: gate.Search,
-    names: list[str],
-) -> list[_Plan]:
-    """`_remux` for a muxer that goes back over what it wrote (rewrites.py): first into a
-    recorder, from `container`, then again from the start of `reader`, into `tee`, with
-    what the first pass wrote over already in place. Raises RewriteError if the passes
-    differ."""
+    write: Callable[[av.container.InputContainer, list[av.stream.Stream], Sink, bool], _Done],
+) -> _Done:
+    """Runs `write` (a remux, an encoding) twice, for a muxer that goes back over what it
+    wrote (rewrites.py): first into a recorder, from `container`, then again from the
+    start of `reader`, into `tee`, with what the first pass wrote over already in place.
+    `write`'s last argument says whether this is the second pass, whose result it returns.
+    Raises RewriteError if the passes differ."""
     first = rewrites.Recorder()
-    _remux(container, kept, muxer, first, gate.Search(set()), [], made_up_times=False)
+    write(container, list(kept), first, False)
     reader.seek(0)
     with _open(reader, demuxer) as again:
         overlay = rewrites.Overlay(tee.write, first)
-        streams = [again.streams[s.index] for s in kept]
-        plans = _remux(again, streams, muxer, overlay, search, names, made_up_times=False)
+        done = write(again, [again.streams[s.index] for s in kept], overlay, True)
         overlay.finish()
-    return plans
+    return done
+
+
+def _reencode(
+    container: av.container.InputContainer, kept: list[av.stream.Stream], sink: Sink
+) -> tuple[Tally, bytes, flac.Samples]:
+    """Decodes a FLAC's one stream and encodes it again into `sink` (flac.py); returns what
+    the result holds, the input's record (its STREAMINFO), and the input's samples,
+    hashed."""
+    [source] = kept
+    if not isinstance(source, AudioStream):
+        raise MediaError("a FLAC of other than sound")
+    samples = flac.Samples()
+    with av.open(
+        sink, "w", format="flac", options=_muxer_options("flac"), buffer_size=IO_BUFFER
+    ) as output:
+        target = flac.add_encoder(source, output)
+        tally = _tally(source)
+        for packet in flac.encoded(container, source, target, samples):
+            if packet.size:  # the last carries only STREAMINFO's totals, for the muxer
+                tally.count(packet)
+            output.mux(packet)
+    return tally, bytes(source.codec_context.extradata or b""), samples
 
 
 def _mp3_frames(
@@ -708,7 +769,7 @@ def _remux(
     container: av.container.InputContainer,
     kept: Sequence[av.stream.Stream],
     muxer: str,
-    tee: _Tee | rewrites.Recorder | rewrites.Overlay,
+    tee: Sink,
     search: gate.Search,
     names: list[str],
     made_up_times: bool,

@@ -5,11 +5,10 @@ Protocol: argv holds the mode and its descriptors, then the MIME type and the ou
 limit:
 
     files IN OUT MIME LIMIT       IN is the input in an anonymous in-memory file (memfd),
-                                  OUT an empty memfd for the result (pictures, FLAC, an
-                                  AVI or a WAV that could not stream)
+                                  OUT an empty memfd for the result (pictures)
     stream IN OUT MIME LIMIT SIZE IN and OUT are Unix sockets to the relay, which serves the
                                   SIZE bytes of input on request and takes the result as it
-                                  is written (channel.py; the types of `STREAMED`)
+                                  is written (channel.py; sound and video: media.FORMATS)
     stream-file IN OUT ...        the same, IN a read-only descriptor of the caller's own
                                   file (amanah-drop strip on a source's device)
     stream-files IN OUT ...       the same, OUT a write-only descriptor of the caller's
@@ -21,9 +20,9 @@ The worker writes one JSON object on standard output (after closing the sockets)
     {"ok": false, "reason": "malformed"}                           nothing usable was written
 
 Rules:
-- resource limits first, set by the worker on itself (and so inherited by ffmpeg): address
+- resource limits first, set by the worker on itself: address
   space, CPU seconds, output file size, open files, no core dumps;
-- nothing the file says is printed: ffmpeg's and Pillow's messages go nowhere, because they
+- nothing the file says is printed: FFmpeg's and Pillow's messages go nowhere, because they
   quote metadata values; the reason codes are from `errors.py`;
 - every result is decoded again and compared with the input before "ok" is said.
 """
@@ -44,7 +43,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Files:
-    """The worker's two memfds; ffmpeg opens them again through /proc (seekable)."""
+    """The worker's two memfds (a picture and its result); the input is read again through
+    /proc, at an offset of its own."""
 
     input: int
     output: int
@@ -53,41 +53,13 @@ class Files:
     def input_path(self) -> str:
         return f"/proc/self/fd/{self.input}"
 
-    @property
-    def output_path(self) -> str:
-        return f"/proc/self/fd/{self.output}"
-
 
 # 1.5 GiB of address space: a 110-megapixel picture decoded and rotated (two RGB copies,
-# ~660 MiB) plus Python and Pillow; ffmpeg's copy remux needs ~60 MiB. More is a bomb.
+# ~660 MiB) plus Python and Pillow; a remux needs ~60 MiB. More is a bomb.
 MEMORY_LIMIT = 1536 * 1024 * 1024
 CPU_SECONDS = 300  # the wall-clock timeout in sandbox.py usually ends things sooner
 OPEN_FILES = 64
-# Inner time limit for one ffmpeg run; the outer, wall-clock one kills the process group.
-FFMPEG_TIMEOUT = 600.0
 
-# Videos, MP3, M4A, Ogg and WAV remuxed by video.py, streamed over a channel: the relay's
-# memory stays flat. An AVI is written as Matroska where it can be, else as an AVI muxed
-# twice (rewrites.py: its muxer seeks back to finish its header), a WAV of raw samples with
-# its sizes counted first (wave.py), another WAV muxed twice, an MP3 read between its tags
-# (mp3.py). FLAC goes through media.py (re-encoded), from memfds.
-STREAMED = frozenset(
-    {
-        "video/mp4",
-        "video/quicktime",
-        "video/3gpp",
-        "video/3gpp2",
-        "video/x-matroska",
-        "video/webm",
-        "video/x-msvideo",
-        "audio/x-m4a",
-        "audio/mp4",
-        "audio/ogg",
-        "audio/x-wav",
-        "audio/wav",
-        "audio/mpeg",
-    }
-)
 IMAGE_BYTEWISE = {"image/jpeg", "image/png", "image/webp"}
 IMAGE_REENCODE = {"image/tiff", "image/gif", "image/heic", "image/heif", "image/avif"}
 
@@ -150,39 +122,6 @@ def release_input(files: Files) -> None:
     os.ftruncate(files.input, 0)
 
 
-def clean_media(mime: str, files: Files) -> dict[str, Any]:
-    """Strips one FLAC file (re-encoded by the ffmpeg CLI, media.py); returns the worker's
-    answer. Every other audio and video format streams through video.py."""
-    from . import gate, media  # noqa: PLC0415
-
-    formats = media.FORMATS[mime]
-    demuxer = formats[0]
-    fds = (files.input, files.output)
-    names: list[str] = []
-    if demuxer != "flac":
-        raise media.MediaError("this format streams through video.py")
-    source = media.probe(files.input_path, demuxer, fds, FFMPEG_TIMEOUT)
-    source_layout = media.layout(source)
-    if not source_layout.video and source_layout.audio:
-        formats = media.audio_only_formats(formats)
-    _, muxer, out_mime, audio_only = formats
-    if not (source_layout.audio if audio_only else source_layout.video):
-        return {"ok": False, "reason": "malformed"}  # a shell: metadata, no media
-    if not media.codecs_kept(source_layout, audio_only):
-        return {"ok": False, "reason": "unsupported"}
-    names += media.removed_names(source, audio_only)
-    command, extra = media.remux_command(files.input_path, files.output_path, formats)
-    media.run(command, fds, FFMPEG_TIMEOUT)
-    release_input(files)
-    readback = media.readback_demuxer(muxer)
-    result = media.probe(files.output_path, readback, fds, FFMPEG_TIMEOUT)
-    media.check(source_layout, media.layout(result), audio_only)
-    media.decode_check(files.output_path, readback, audio_only, fds, FFMPEG_TIMEOUT)
-    if gate.leaked(files.output_path, media.tag_values(source)):
-        return {"ok": False, "reason": "malformed"}  # metadata inside the stream itself
-    return {"ok": True, "mime": out_mime, "removed": names + extra, "note": ""}
-
-
 def _classify(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "too-demanding"
@@ -241,14 +180,12 @@ def _handler(argv: list[str]) -> Callable[[], dict[str, Any]] | None:
     from . import media  # noqa: PLC0415
 
     mode, mime = argv[0], argv[3]
-    if mode in ("stream", "stream-file", "stream-files") and mime in STREAMED:
+    if mode in ("stream", "stream-file", "stream-files") and mime in media.FORMATS:
         source, results, size = int(argv[1]), int(argv[2]), int(argv[5])
         return lambda: clean_streamed(mime, source, results, size, mode)
     files = Files(int(argv[1]), int(argv[2]))
     if mime in IMAGE_BYTEWISE | IMAGE_REENCODE:
         return lambda: clean_image(mime, files)
-    if mime in media.FORMATS:  # FLAC, or an AVI or WAV that video.py could not stream
-        return lambda: clean_media(mime, files)
     return None
 
 

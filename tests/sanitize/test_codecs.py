@@ -5,7 +5,6 @@ unchanged and flagged where the operator chose that; never passed as cleaned."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.sanitize import Stripping, media, obu, worker
+from relay.sanitize import Stripping, media, obu
 from relay.sanitize.errors import Unsupported
 from tests.sanitize import judge, samples
 from tests.sanitize.conftest import clean
@@ -137,21 +136,6 @@ def test_a_codec_that_cannot_be_vouched_for_is_unsupported(name: str, tmp_path: 
     detected, report, out = clean(Stripping(forward_unsupported=True), data)
     assert not report.stripped and out == data  # the operator's choice: passed on, flagged
     assert detected.kind == "video"
-
-
-def test_the_cli_path_takes_flac_only(tmp_path: Path) -> None:
-    """Every other sound and video format streams (video.py): the CLI path (worker.
-    clean_media, in this process) refuses one before ffmpeg writes anything."""
-    source = _made(tmp_path, "dv.avi", UNSUPPORTED["dv.avi"])
-    files = worker.Files(os.memfd_create("in", 0), os.memfd_create("out", 0))
-    try:
-        os.write(files.input, source.read_bytes())
-        with pytest.raises(media.MediaError):
-            worker.clean_media("video/x-msvideo", files)
-        assert os.fstat(files.output).st_size == 0
-    finally:
-        os.close(files.input)
-        os.close(files.output)
 
 
 def test_the_codec_lists() -> None:
