@@ -52,7 +52,8 @@ Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
   packets of its sound; a result with sound only, all of it);
 - a file cut short is refused (issue 4: truncated files are refused): its header gives
   a longer duration than its packets span, or its index a frame past its end, which the
-  demuxer hands over incomplete, flagged corrupt;
+  demuxer hands over incomplete, flagged corrupt, or (an Ogg) it ends inside a page
+  (ogg.py);
 - the last gate (gate.py) searches the input's tag values in everything the result takes
   from the input except coded slices.
 
@@ -89,6 +90,7 @@ from . import (
     mpegvideo,
     nal,
     obu,
+    ogg,
     records,
     rewrites,
     wave,
@@ -206,9 +208,12 @@ class Tally:
     first: int | None = None
     last: int | None = None
     time_base: Fraction | None = None
+    position: int = 0  # in the file, the largest of a packet (of its page, in an Ogg)
 
     def count(self, packet: av.Packet) -> None:
         self.packets += 1
+        if packet.pos is not None and packet.pos > self.position:
+            self.position = packet.pos
         stamp = packet.pts if packet.pts is not None else packet.dts
         if stamp is None:
             return
@@ -654,6 +659,10 @@ def _clean(
             readback.finish()
     if readback.error is not None:
         raise MediaError("the result does not read back") from readback.error
+    if formats[0] == "ogg":
+        last_page = max(t.position for t in tallies)
+        if ogg.ends_inside_a_page(source, last_page, source.seek(0, io.SEEK_END)):
+            raise CutShort("the file ends inside a page")
     _compare(tallies, readback.tallies, declared)
     if hashed is not None:
         flac.check(record, samples, readback.records[0], hashed)

@@ -89,7 +89,7 @@ def test_decompression_bombs_are_refused(stripping: Stripping) -> None:
     "name",
     [
         *("jpeg", "png", "webp", "mp3", "mp4", "flac", "mkv", "webm", "mov", "avi"),
-        *("avi-mjpeg", "avi-adpcm", "avi-h264", "avi-xvid-packed"),
+        *("avi-mjpeg", "avi-adpcm", "avi-h264", "avi-xvid-packed", "opus", "ogg-vorbis"),
     ],
 )
 def test_truncated_files_are_refused(name: str, stripping: Stripping, tmp_path: Path) -> None:
@@ -97,8 +97,9 @@ def test_truncated_files_are_refused(name: str, stripping: Stripping, tmp_path: 
     and nothing in a JPEG frame or raw samples fails to parse: what shows the cut is the
     frame the file ends in, which the AVI demuxer hands over flagged corrupt
     (video.CutShort). The H.264 and packed MPEG-4 AVIs (written as AVIs, muxed twice)
-    also fall short of their header's duration. A WAV cut short is written with the sizes
-    of what it holds (test_memory.py)."""
+    also fall short of their header's duration. These two-second Oggs lose part of their
+    headers; one cut further on ends inside a page (test_ogg.py). A WAV cut short is
+    written with the sizes of what it holds (test_memory.py)."""
     data = samples.SAMPLES[name][0](tmp_path).read_bytes()
     assert isinstance(_refusal(stripping, data[: len(data) // 3]), Malformed)
 
