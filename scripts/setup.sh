@@ -6,14 +6,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
 # Debian packages the relay itself needs at run time.
-RUN_PACKAGES=(python3 python3-venv libmagic1 tor ffmpeg bubblewrap)
+# (No ffmpeg: the sanitizer's FFmpeg is the one PyAV's wheel bundles.)
+RUN_PACKAGES=(python3 python3-venv libmagic1 tor bubblewrap)
 # Added for the test suite: the real tools that judge our output, and their test data.
+# ffmpeg: Debian's, which makes the test inputs and judges the results (ffprobe, decoding).
 # chromium: the browser tests (tests/browser) drive /usr/bin/chromium through Playwright.
 # ca-certificates: the sanitizer tests fetch other projects' test files from Debian's pool
 # over https (tests/sanitize/conftest.py), which Python checks against the system's roots.
 # flac: libFLAC's own encoder makes FLAC inputs, and its decoder tests the results
 # (tests/sanitize/test_flac.py).
-TEST_PACKAGES=(age golang-filippo-age-dev libimage-exiftool-perl chromium ca-certificates flac)
+TEST_PACKAGES=(age golang-filippo-age-dev libimage-exiftool-perl chromium ca-certificates flac
+    ffmpeg)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

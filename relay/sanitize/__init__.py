@@ -19,10 +19,11 @@ Rules:
 Modules: `sandbox` (the parent side: memfds or the channel, bubblewrap, timeout), `worker`
 (the child: limits, dispatch, checking the result), `channel` (the relay serving a streamed
 video's bytes to the worker and taking its result), `jpeg` and `chunks` (byte-wise
-rebuilds), `images` (Pillow), `media` (the ffmpeg CLI: audio, AVI), `video` (PyAV: the
-other videos, streamed), `nal` (H.264/HEVC units), `mpegvideo` (MPEG-1/2/4 Part 2
-start codes), `gate` (the last search for tag values),
-`errors`. `Stripping` is the sanitizer the relay and
+rebuilds), `images` (Pillow), `media` (the table of sound and video formats and codecs),
+`video` (PyAV: every sound and video format, streamed; `flac`, `ogg`, `mp3`, `aac`,
+`wave`, `records`, `rewrites` for what one format needs), `nal` (H.264/HEVC units),
+`mpegvideo` (MPEG-1/2/4 Part 2 start codes), `obu` (AV1), `gate` (the last search for tag
+values), `errors`. `Stripping` is the sanitizer the relay and
 `amanah-drop strip` use; `Unstripped` passes bytes through and says so.
 """
 

@@ -71,8 +71,8 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,48}")
 
 
 class MediaError(Exception):
-    """ffmpeg or ffprobe could not read or write the file (details are not kept: they may
-    quote metadata values)."""
+    """The file could not be read, written or checked as the rules want (details are not
+    kept: they may quote metadata values)."""
 
 
 def _is_picture(stream: dict[str, Any]) -> bool:

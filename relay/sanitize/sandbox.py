@@ -104,10 +104,10 @@ def bwrap_prefix() -> list[str]:
             command += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
         elif os.path.isdir(f"/{link}"):
             command += ["--ro-bind", f"/{link}", f"/{link}"]
-    # /etc/alternatives: Debian's ffmpeg finds its BLAS there; ld.so.cache: library lookup.
-    for etc in ("/etc/alternatives", "/etc/ld.so.cache"):
-        if os.path.exists(etc):
-            command += ["--ro-bind", etc, etc]
+    # ld.so.cache: library lookup. (/etc/alternatives went in session 15 with the last
+    # run of Debian's ffmpeg, which found its BLAS there.)
+    if os.path.exists("/etc/ld.so.cache"):
+        command += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     # The private /tmp first: a later mount hides what is under it, and the project (or
     # its venv) may itself live under /tmp, as a fresh CI checkout can.
     command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 - empty, private

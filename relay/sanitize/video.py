@@ -3,18 +3,19 @@ FLAC) or WAV remuxed in the worker with PyAV, and FLAC decoded and encoded again
 streamed: the input read through `channel.RemoteInput`, the result written forward only
 and sent to the relay as it is made, so memory stays flat whatever the file's size.
 
-Why PyAV here and the ffmpeg CLI elsewhere: the CLI can only read a seekable input from a
-path (a memfd held the whole file: 2.1x its size in RAM with the result); PyAV reads from a
-Python file object, so the worker asks the relay for the bytes it needs and the plaintext
-stays where it is (the relay's sealed staging file, decrypted 64 KiB at a time). The remux
-itself is the same libavformat work (notes/performance.md: 0.23-0.30 s for 200 MB, like the
-CLI; measured here, 0.2-0.3 s for 500 MB into a null output). What that costs: a second
-FFmpeg build (PyAV's wheel bundles FFmpeg 8; audio still goes through Debian's ffmpeg
-5.1), and a crash in a demuxer kills the worker itself, which the relay already treats as
-a refusal. The hostile demuxing stays in the sandboxed worker; PyAV may open no other
-file or URL (`io_open` refuses every request).
+Why PyAV and not Debian's ffmpeg CLI (which once did all of this, from memfds): the CLI can
+only read a seekable input from a path (a memfd held the whole file: 2.1x its size in RAM
+with the result); PyAV reads from a Python file object, so the worker asks the relay for the
+bytes it needs and the plaintext stays where it is (the relay's sealed staging file,
+decrypted 64 KiB at a time). The remux itself is the same libavformat work
+(notes/performance.md: 0.23-0.30 s for 200 MB, like the CLI; measured here, 0.2-0.3 s for
+500 MB into a null output). What that costs: the FFmpeg build is PyAV's (its wheel bundles
+FFmpeg 8), not Debian's (5.1, which the tests use to judge results), and a crash in a
+demuxer kills the worker itself, which the relay already treats as a refusal. The hostile
+demuxing stays in the sandboxed worker; PyAV may open no other file or URL (`io_open`
+refuses every request).
 
-Rules (the same as media.py's for the CLI, measured in notes/metadata.md):
+Rules (those of the CLI path they replace, measured in notes/metadata.md):
 - the demuxer is forced from the type libmagic found;
 - only video streams that are not cover art and audio streams are kept (this drops GPS and
   telemetry tracks, subtitles, attachments); no container, stream or chapter metadata is
