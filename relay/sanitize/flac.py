@@ -77,8 +77,8 @@ class Samples:
         self.count = 0
 
     def add(self, frame: av.AudioFrame) -> None:
-        layout = frame.format
-        size = frame.samples * layout.bytes * (1 if layout.is_planar else frame.layout.nb_channels)
+        kind = frame.format
+        size = frame.samples * kind.bytes * (1 if kind.is_planar else frame.layout.nb_channels)
         planes = frame.planes
         while len(self._planes) < len(planes):
             self._planes.append(hashlib.sha256())
@@ -99,24 +99,24 @@ def add_encoder(source: AudioStream, output: av.container.OutputContainer) -> Au
     options = {"bits_per_raw_sample": str(bits)} if bits > 16 else {}
     if bits > WIDEST_PLAIN:
         options["strict"] = "experimental"
-    target = output.add_stream(
+    return output.add_stream(
         "flac",
         rate=context.sample_rate,
         layout=context.layout,
         format=context.format,
         options=options,
     )
-    return target
 
 
 def encoded(
     container: av.container.InputContainer,
     source: AudioStream,
     target: AudioStream,
-    samples: Samples,
+    samples: Samples | None,
 ) -> Iterator[av.Packet]:
     """The packets of `target` for every sample decoded from `source`, each sample hashed
-    into `samples` on its way to the encoder. Raises MediaError for a frame missing."""
+    into `samples` (if given) on its way to the encoder. Raises MediaError for a frame
+    missing."""
     if source.time_base != Fraction(1, source.codec_context.sample_rate):
         raise MediaError("times not counted in samples")
     following: int | None = None  # the time of the next frame, in samples
@@ -125,7 +125,8 @@ def encoded(
             if frame.pts is None or following not in (None, frame.pts):
                 raise MediaError("a frame missing")
             following = frame.pts + frame.samples
-            samples.add(frame)
+            if samples is not None:
+                samples.add(frame)
             yield from target.encode(frame)
     yield from target.encode(None)
 

@@ -10,16 +10,15 @@ Rules:
   says "FAAC 1.24", the stream "libfaac 1.24");
 - a search is fed in pieces and keeps, per channel, the tail of what it saw, so a value cut
   across two pieces of the same channel is still found;
-- what is searched (video.py): everything the result holds that came from the input
-  except the coded slices of H.264 and HEVC pictures, raw samples and a FLAC (encoded
-  again: nothing comes from the input but its samples): codec configuration records, every
+- what is searched (video.py): everything the result holds that came from the input except
+  the coded slices of H.264 and HEVC pictures, raw samples and a FLAC (encoded again:
+  nothing comes from the input but its samples): codec configuration records, every
   compressed audio packet, every non-slice unit of H.264/HEVC (parameter sets, and any unit
   of a type nobody expected), and every packet of other video codecs. Coded slices are
   entropy-coded picture data: a readable string cannot sit there and still decode, and no
-  camera or app is known to put one there. They
-  are also ~98% of a video's bytes, and searching them was most of the cost of stripping
-  (measured on a 500 MB MP4 with 10 values: 2.5 s of 5.7 s, against 0.6 s for the whole
-  of mat2's remux of the same file).
+  camera or app is known to put one there. They are also ~98% of a video's bytes, and
+  searching them was most of the cost of stripping (measured on a 500 MB MP4 with 10 values:
+  2.5 s of 5.7 s, against 0.6 s for the whole of mat2's remux of the same file).
 
 The scan costs ~0.1 s per pattern on 500 MB (CPython's substring search); `search_patterns`
 keeps the number of patterns down.

@@ -626,8 +626,7 @@ def _clean(
             if muxer == "wav" and not own_format:
                 tallies, inside = _copy_wav(container, kept, tee, source), []
             elif muxer == "flac":
-                encode = lambda c, s, out, _: _reencode(c, s, out)  # noqa: E731 - twice alike
-                tally, record, samples = _twice(container, reader, formats[0], kept, tee, encode)
+                tally, record, samples = _twice(container, reader, formats[0], kept, tee, _reencode)
                 tallies, inside = [tally], [flac.ENCODER_NAME]
             else:
                 if own_format:
@@ -703,11 +702,11 @@ def _twice(
 
 
 def _reencode(
-    container: av.container.InputContainer, kept: list[av.stream.Stream], sink: Sink
+    container: av.container.InputContainer, kept: list[av.stream.Stream], sink: Sink, last: bool
 ) -> tuple[Tally, bytes, flac.Samples]:
     """Decodes a FLAC's one stream and encodes it again into `sink` (flac.py); returns what
-    the result holds, the input's record (its STREAMINFO), and the input's samples,
-    hashed."""
+    the result holds, the input's record (its STREAMINFO), and the input's samples, hashed
+    in the `last` pass only (the first only learns what the muxer writes over)."""
     [source] = kept
     if not isinstance(source, AudioStream):
         raise MediaError("a FLAC of other than sound")
@@ -717,7 +716,7 @@ def _reencode(
     ) as output:
         target = flac.add_encoder(source, output)
         tally = _tally(source)
-        for packet in flac.encoded(container, source, target, samples):
+        for packet in flac.encoded(container, source, target, samples if last else None):
             if packet.size:  # the last carries only STREAMINFO's totals, for the muxer
                 tally.count(packet)
             output.mux(packet)

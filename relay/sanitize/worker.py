@@ -20,8 +20,8 @@ The worker writes one JSON object on standard output (after closing the sockets)
     {"ok": false, "reason": "malformed"}                           nothing usable was written
 
 Rules:
-- resource limits first, set by the worker on itself: address
-  space, CPU seconds, output file size, open files, no core dumps;
+- resource limits first, set by the worker on itself: address space, CPU seconds, output
+  file size, open files, no core dumps;
 - nothing the file says is printed: FFmpeg's and Pillow's messages go nowhere, because they
   quote metadata values; the reason codes are from `errors.py`;
 - every result is decoded again and compared with the input before "ok" is said.
