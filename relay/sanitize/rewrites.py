@@ -77,6 +77,14 @@ class _Positioned:
 class Recorder(_Positioned):
     """The first pass: keeps the rewrites and the size, sends nothing."""
 
+    @classmethod
+    def known(cls, rewrites: list[Rewrite]) -> Recorder:
+        """A first pass not run: what the muxer will write over is known beforehand
+        (flac.py), and its size is not (an `Overlay` of it is not `finish`ed)."""
+        recorder = cls()
+        recorder.rewrites = list(rewrites)
+        return recorder
+
 
 class Overlay(_Positioned):
     """The second pass: sends the file forward to `send`, `rewrites` (the first pass's) in

@@ -44,9 +44,10 @@ Rules (those of the CLI path they replace, measured in notes/metadata.md):
   finish its header). An AVI that cannot (below) stays an AVI, and a WAV of other than
   raw samples (ADPCM, MP3) a WAV: their muxers go back over what they wrote, so each is
   muxed twice, the first time only to learn what the muxer writes over, the second time
-  sent forward with that already in place (rewrites.py); so is a FLAC, encoded twice (its
-  muxer writes STREAMINFO's totals last), whose samples must then decode as the input's
-  (flac.py);
+  sent forward with that already in place (rewrites.py). A FLAC is encoded again (its
+  samples must then decode as the input's): once, its STREAMINFO's totals (which its
+  muxer writes last) sent up front from the input's, where that gives them and the result
+  is as wide, else twice, as the muxers above (flac.py);
 - the result is read back while it is written (`Readback`, a second demuxer in a thread,
   handed the muxer's pieces in memory) and must hold the same streams, the same number of
   packets in each, the input's duration, and decode (the first frames of video, the first
@@ -626,7 +627,7 @@ def _clean(
             if muxer == "wav" and not own_format:
                 tallies, inside = _copy_wav(container, kept, tee, source), []
             elif muxer == "flac":
-                tally, record, samples = _twice(container, reader, formats[0], kept, tee, _reencode)
+                tally, record, samples, final = _flac(container, reader, formats[0], kept, tee)
                 tallies, inside = [tally], [flac.ENCODER_NAME]
             else:
                 if own_format:
@@ -665,7 +666,7 @@ def _clean(
             raise CutShort("the file ends inside a page")
     _compare(tallies, readback.tallies, declared)
     if hashed is not None:
-        flac.check(record, samples, readback.records[0], hashed)
+        flac.check(record, samples, readback.records[0], final, hashed)
     if muxer == "mp3" and sum(t.packets for t in tallies) < MP3_MIN_FRAMES:
         return {"ok": False, "reason": "malformed"}  # too short for a player to recognise
     if search.found:
@@ -701,12 +702,33 @@ def _twice(
     return done
 
 
+def _flac(
+    container: av.container.InputContainer,
+    reader: BinaryIO | channel.SeekableInput,
+    demuxer: str,
+    kept: Sequence[av.stream.Stream],
+    tee: _Tee,
+) -> tuple[Tally, bytes, flac.Samples, bytes]:
+    """A FLAC encoded once where the input's STREAMINFO gives what the muxer writes last
+    (flac.up_front: sent in place of the muxer's zeros; what it writes back at the end is
+    not sent, and flac.check compares it), else twice (`_twice`). Returns as `_reencode`."""
+    [source] = kept
+    known = flac.up_front(bytes(source.codec_context.extradata or b""))
+    if known is None:
+        return _twice(container, reader, demuxer, kept, tee, _reencode)
+    overlay = rewrites.Overlay(tee.write, rewrites.Recorder.known(known))
+    done = _reencode(container, list(kept), overlay, last=True)
+    flac.wrote_back(overlay.rewrites)
+    return done
+
+
 def _reencode(
     container: av.container.InputContainer, kept: list[av.stream.Stream], sink: Sink, last: bool
-) -> tuple[Tally, bytes, flac.Samples]:
+) -> tuple[Tally, bytes, flac.Samples, bytes]:
     """Decodes a FLAC's one stream and encodes it again into `sink` (flac.py); returns what
-    the result holds, the input's record (its STREAMINFO), and the input's samples, hashed
-    in the `last` pass only (the first only learns what the muxer writes over)."""
+    the result holds, the input's record (its STREAMINFO), the input's samples, hashed in
+    the `last` pass only (the first only learns what the muxer writes over), and the
+    STREAMINFO the encoder ended with (b"" if it gave none)."""
     [source] = kept
     if not isinstance(source, AudioStream):
         raise MediaError("a FLAC of other than sound")
@@ -715,12 +737,14 @@ def _reencode(
         sink, "w", format="flac", options=_muxer_options("flac"), buffer_size=IO_BUFFER
     ) as output:
         target = flac.add_encoder(source, output)
-        tally = _tally(source)
+        tally, final = _tally(source), b""
         for packet in flac.encoded(container, source, target, samples if last else None):
-            if packet.size:  # the last carries only STREAMINFO's totals, for the muxer
+            if packet.size:
                 tally.count(packet)
+            else:  # the last carries only STREAMINFO's totals, for the muxer
+                final = flac.totals(packet) or final
             output.mux(packet)
-    return tally, bytes(source.codec_context.extradata or b""), samples
+    return tally, bytes(source.codec_context.extradata or b""), samples, final
 
 
 def _mp3_frames(

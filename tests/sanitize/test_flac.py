@@ -16,6 +16,7 @@ from mutagen.flac import FLAC, MetadataBlock, Picture
 from relay.sanitize import Stripping, flac, video
 from relay.sanitize.errors import Malformed
 from relay.sanitize.media import MediaError
+from relay.sanitize.rewrites import Rewrite, RewriteError
 from relay.sanitize.sandbox import Sandboxed
 from tests.sanitize import judge, samples
 from tests.sanitize.conftest import clean
@@ -71,6 +72,12 @@ def _streaminfo(path: Path) -> list[str]:
     return _run("metaflac", *shown, str(path)).decode().split()
 
 
+def _frame_sizes(path: Path) -> list[int]:
+    """STREAMINFO's smallest and largest frame size."""
+    shown = _run("metaflac", "--show-min-framesize", "--show-max-framesize", str(path))
+    return [int(size) for size in shown.split()]
+
+
 def _decoded(path: Path) -> bytes:
     """The samples as libFLAC decodes them: little-endian, interleaved."""
     return _run("flac", "-s", "-d", "-c", "--force-raw-format", "--endian=little",
@@ -83,10 +90,12 @@ def test_a_flac_from_the_reference_encoder_comes_out_whole_and_bare(
 ) -> None:
     """Every metadata block but STREAMINFO goes (the muxer adds an empty comment block,
     vendor "ffmpeg", and padding); the result passes libFLAC's test and holds its STREAMINFO
-    totals (sample count, MD5: written last, so the file is encoded twice and the totals
-    must reach the start of what was sent: it is larger than the muxer's buffer); its
-    samples are the input's. FFmpeg writes 8 bits as 16: the same samples, 256 times as
-    large (as FFmpeg decodes both)."""
+    totals (sample count, MD5), which must reach the start of what was sent (it is larger
+    than the muxer's buffer); its samples are the input's. Where the result is as wide,
+    the input's totals are its own, sent up front, and the file is encoded once: its frame
+    sizes are 0, "not known". FFmpeg writes 8 bits as 16: the same samples, 256 times as
+    large (as FFmpeg decodes both), and a new MD5, so that file is encoded twice, and its
+    STREAMINFO gets the frame sizes of the first pass."""
     source = _reference_flac(tmp_path, bits, channels, seconds=max(8, 48 // (bits // 8 * channels)))
     assert source.stat().st_size > 2 * video.IO_BUFFER
     assert {"PICTURE", "APPLICATION", "CUESHEET", "SEEKTABLE"} <= set(_blocks(source))
@@ -101,9 +110,11 @@ def test_a_flac_from_the_reference_encoder_comes_out_whole_and_bare(
     if bits == 8:
         assert _streaminfo(cleaned)[0] == "16"
         assert after[1::2] == before and after[0::2] == bytes(len(before))
+        assert 0 < _frame_sizes(cleaned)[0] <= _frame_sizes(cleaned)[1]
     else:
         assert _streaminfo(cleaned) == _streaminfo(source)
         assert after == before
+        assert _frame_sizes(cleaned) == [0, 0]
     assert judge.unexpected_tags(cleaned) == {}
     secrets = judge.identifying_strings(source) | set(samples.MARKERS)
     assert judge.strings_found(data, secrets) == set()
@@ -157,6 +168,30 @@ def test_a_flac_that_is_not_what_its_streaminfo_says_is_refused(
         clean(stripping, damaged)
 
 
+def test_a_flac_that_counts_nothing_gets_its_totals(stripping: Stripping, tmp_path: Path) -> None:
+    """A FLAC whose STREAMINFO gives no count and no MD5 (a streaming encoder's): the file
+    is encoded twice, and the result's STREAMINFO holds the count and the MD5 of its
+    samples (FFmpeg's encoder computes them, and they equal the ones libFLAC wrote before
+    they were wiped), and the frame sizes of the first pass."""
+    path = _reference_flac(tmp_path, 24, 2, seconds=8)
+    whole = _streaminfo(path)
+    data = bytearray(path.read_bytes())
+    info = data.index(b"\x00\x00\x00\x22") + 4
+    data[info + 13] &= 0xF0
+    data[info + 14 : info + 34] = bytes(20)
+    counted = tmp_path / "uncounted.flac"
+    counted.write_bytes(data)
+    assert _streaminfo(counted) == ["24", "0", "0" * 32, "2"]
+    _run("flac", "-s", "-t", str(counted))
+    _, report, out = clean(stripping, bytes(data))
+    cleaned = tmp_path / "cleaned.flac"
+    cleaned.write_bytes(out)
+    assert _streaminfo(cleaned) == whole
+    assert 0 < _frame_sizes(cleaned)[0] <= _frame_sizes(cleaned)[1]
+    _run("flac", "-s", "-t", str(cleaned))
+    assert _decoded(cleaned) == _decoded(path)
+
+
 def test_a_large_flac_streams(tmp_path: Path) -> None:
     """Through the relay's streamed path (not the memfds of before): the result is sent as
     it is made."""
@@ -181,15 +216,19 @@ def _fill(plane: av.audio.plane.AudioPlane, values: list[int]) -> None:
     plane.update(data + bytes(plane.buffer_size - len(data)))
 
 
-def _record(bits: int, total: int, md5: bytes) -> bytes:
-    """A STREAMINFO body: 44.1 kHz, mono, `bits` bits, `total` samples, `md5`."""
+def _record(bits: int, total: int, md5: bytes, frame_sizes: tuple[int, int] = (0, 0)) -> bytes:
+    """A STREAMINFO body: blocks of 4096 samples, `frame_sizes`, 44.1 kHz, mono, `bits`
+    bits, `total` samples, `md5`."""
+    sizes = b"".join(size.to_bytes(3, "big") for size in frame_sizes)
     packed = 44100 << 44 | 0 << 41 | (bits - 1) << 36 | total
-    return bytes(10) + packed.to_bytes(8, "big") + md5
+    return bytes.fromhex("10001000") + sizes + packed.to_bytes(8, "big") + md5
 
 
 def test_the_check_wants_every_sample_and_the_md5() -> None:
-    """Pure: flac.check on hashed frames and STREAMINFO records (no files)."""
-    md5 = bytes(range(16))
+    """Pure: flac.check on hashed frames and STREAMINFO records (no files): the input's
+    record, the result's as written, the encoder's last, the result's samples."""
+    md5, other = bytes(range(16)), bytes(range(1, 17))
+    sized = _record(16, 5, md5, (12, 40))  # as the encoder ends it; up front: sizes of 0
 
     def hashed(*frames: list[int]) -> flac.Samples:
         digest = flac.Samples()
@@ -198,20 +237,48 @@ def test_the_check_wants_every_sample_and_the_md5() -> None:
         return digest
 
     source = hashed([1, 2, 3], [4, 5])
-    assert flac.streaminfo(_record(16, 5, md5)) == flac.StreamInfo(16, 5, md5)
-    flac.check(_record(16, 5, md5), source, _record(16, 5, md5), hashed([1, 2], [3, 4, 5]))
-    flac.check(_record(16, 0, bytes(16)), source, _record(16, 5, md5), hashed([1, 2, 3, 4, 5]))
-    flac.check(_record(8, 5, md5), source, _record(16, 5, bytes(16)), hashed([1, 2, 3, 4, 5]))
-    failures = [
-        (_record(16, 6, md5), _record(16, 5, md5), hashed([1, 2, 3, 4, 5])),  # one missing
-        (_record(16, 5, md5), _record(16, 5, md5), hashed([1, 2, 3, 4, 6])),  # one changed
-        (_record(16, 5, md5), _record(16, 5, md5), hashed([1, 2, 3, 4])),  # one lost
-        (_record(16, 5, md5), _record(16, 4, md5), hashed([1, 2, 3, 4, 5])),  # miscounted
-        (_record(16, 5, md5), _record(16, 5, bytes(16)), hashed([1, 2, 3, 4, 5])),  # MD5
+    assert flac.streaminfo(sized) == flac.StreamInfo(16, 5, md5)
+    passing = [
+        (_record(16, 5, md5), sized, sized, hashed([1, 2], [3, 4, 5])),  # encoded twice
+        (_record(16, 5, md5), _record(16, 5, md5), sized, hashed([1, 2, 3, 4, 5])),  # once
+        (_record(16, 0, bytes(16)), sized, sized, hashed([1, 2, 3, 4, 5])),  # none counted
+        (_record(8, 5, other), sized, sized, hashed([1, 2, 3, 4, 5])),  # 8 bits written as 16
     ]
-    for record, written, result in failures:
+    for record, written, final, result in passing:
+        flac.check(record, source, written, final, result)
+    failures = [
+        (_record(16, 6, md5), sized, sized, hashed([1, 2, 3, 4, 5])),  # one missing
+        (_record(16, 5, md5), sized, sized, hashed([1, 2, 3, 4, 6])),  # one changed
+        (_record(16, 5, md5), sized, sized, hashed([1, 2, 3, 4])),  # one lost
+        (_record(16, 5, md5), sized, _record(16, 4, md5), hashed([1, 2, 3, 4, 5])),  # not all
+        (_record(16, 5, md5), _record(16, 4, md5), sized, hashed([1, 2, 3, 4, 5])),  # miscounted
+        (_record(16, 5, md5), _record(16, 5, other), sized, hashed([1, 2, 3, 4, 5])),  # said
+        (_record(16, 5, other), sized, sized, hashed([1, 2, 3, 4, 5])),  # the MD5 differs
+    ]
+    for record, written, final, result in failures:
         with pytest.raises(MediaError):
-            flac.check(record, source, written, result)
+            flac.check(record, source, written, final, result)
+
+
+def test_totals_up_front_only_where_they_are_known() -> None:
+    """Pure: flac.up_front gives the input's count and MD5, and frame sizes of 0, where the
+    file at STREAMINFO's place would hold them; only where the input counts its samples,
+    gives their MD5 and is as wide as the result. flac.wrote_back lets the muxer write
+    back inside STREAMINFO only."""
+    md5 = bytes(range(16))
+    big = (1 << 36) - 1  # STREAMINFO's largest count: its top bits share a byte with the width
+    for bits, total in ((16, 5), (24, big), (32, 1 << 32)):
+        header = bytearray(b"fLaC\x80\x00\x00\x22" + _record(bits, 0, bytes(16), (9, 9)))
+        for rewrite in flac.up_front(_record(bits, total, md5)) or []:
+            header[rewrite.offset : rewrite.offset + len(rewrite.data)] = rewrite.data
+        assert header[8:] == _record(bits, total, md5)
+    for record in (_record(16, 0, md5), _record(16, 5, bytes(16)), _record(8, 5, md5),
+                   _record(20, 5, md5)):  # fmt: skip
+        assert flac.up_front(record) is None
+    flac.wrote_back([Rewrite(8, bytes(34))])
+    for outside in (Rewrite(7, bytes(34)), Rewrite(8, bytes(35)), Rewrite(100, b"x")):
+        with pytest.raises(RewriteError):
+            flac.wrote_back([outside])
 
 
 def test_a_planar_frame_is_hashed_per_channel() -> None:

@@ -413,7 +413,7 @@ def _recording_modes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_every_sound_format_streams(
     name: str, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An MP3, an M4A, an Ogg, a WAV or a FLAC (encoded again, twice: flac.py) is written
+    """An MP3, an M4A, an Ogg, a WAV or a FLAC (encoded again: flac.py) is written
     forward only over the links (until session 15, FLAC took memfds)."""
     modes = _recording_modes(monkeypatch)
     make, mime = samples.SAMPLES[name]
