@@ -1,5 +1,5 @@
-"""FLAC decoded and encoded again in the worker with PyAV (video.py writes it, twice), and
-the check that nothing of the sound changed.
+"""FLAC decoded and encoded again in the worker with PyAV (video.py writes it, once or
+twice), and the check that nothing of the sound changed.
 
 Why encoded again, not remuxed as the other formats: FFmpeg's FLAC parser cuts the stream
 from one frame header to the next, so whatever lies between two frames (a tag written into

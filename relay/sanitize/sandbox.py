@@ -44,7 +44,7 @@ from .errors import Refused, WorkerFailed, refusal
 
 COPY_SIZE = 1 << 20
 # Seconds: start-up (Python, Pillow, PyAV) plus a rate far below what was measured (a 200
-# MB remux with the SEI filter took 1.2 s; a FLAC, encoded twice, ~0.05 s per MB), so a
+# MB remux with the SEI filter took 1.2 s; a FLAC encoded twice, ~0.05 s per MB), so a
 # healthy file never times out and a stuck parser is killed within minutes.
 TIMEOUT_BASE = 30.0
 TIMEOUT_PER_MB = 0.2
@@ -122,7 +122,7 @@ def bwrap_prefix() -> list[str]:
 # their index at the end as phones write it; every process of the tree polled every 3 ms,
 # memfds counted, since their pages show in no process's RSS):
 # - videos and sound stream (channel.py, video.py; an AVI that cannot become Matroska, a
-#   WAV of compressed sound, muxed twice, and FLAC, encoded twice: rewrites.py): nothing in
+#   WAV of compressed sound, muxed twice, and FLAC, encoded once or twice: flac.py): nothing in
 #   proportion to the file is held. In all, at 100 MB, 500 MB and 1.5 GB alike:
 #   117-120 MiB for amanah-drop strip (its worker and bubblewrap included), 96-98 MiB for
 #   the library alone, 105-106 MiB for the relay's own path (staging, the sealed reader,
