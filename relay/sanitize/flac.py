@@ -108,10 +108,10 @@ def up_front(record: bytes) -> list[rewrites.Rewrite] | None:
     info = streaminfo(record)
     if not info.total or not any(info.md5) or info.bits not in AS_WIDE:
         return None
-    totals = ((info.bits - 1) & 0x0F) << 36 | info.total
+    packed = ((info.bits - 1) & 0x0F) << 36 | info.total  # TOTALS_AT's 40 bits
     return [
         rewrites.Rewrite(STREAMINFO_AT + FRAME_SIZES.start, bytes(6)),
-        rewrites.Rewrite(STREAMINFO_AT + TOTALS_AT, totals.to_bytes(5, "big") + info.md5),
+        rewrites.Rewrite(STREAMINFO_AT + TOTALS_AT, packed.to_bytes(5, "big") + info.md5),
     ]
 
 

@@ -179,11 +179,11 @@ def test_a_flac_that_counts_nothing_gets_its_totals(stripping: Stripping, tmp_pa
     info = data.index(b"\x00\x00\x00\x22") + 4
     data[info + 13] &= 0xF0
     data[info + 14 : info + 34] = bytes(20)
-    counted = tmp_path / "uncounted.flac"
-    counted.write_bytes(data)
-    assert _streaminfo(counted) == ["24", "0", "0" * 32, "2"]
-    _run("flac", "-s", "-t", str(counted))
-    _, report, out = clean(stripping, bytes(data))
+    uncounted = tmp_path / "uncounted.flac"
+    uncounted.write_bytes(data)
+    assert _streaminfo(uncounted) == ["24", "0", "0" * 32, "2"]
+    _run("flac", "-s", "-t", str(uncounted))
+    _, _, out = clean(stripping, bytes(data))
     cleaned = tmp_path / "cleaned.flac"
     cleaned.write_bytes(out)
     assert _streaminfo(cleaned) == whole
