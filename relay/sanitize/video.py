@@ -171,8 +171,10 @@ class NotStreamable(Exception):
 class CutShort(MediaError):
     """The file ends inside a frame its index lists: the demuxer hands that frame over
     incomplete, flagged corrupt. Refused (truncated files are, issue 4).
-    (A WAV's last packet is flagged so whenever its samples do not fill one: a WAV cut
-    short is written with the sizes of what it holds, wave.py.)"""
+    (A WAV's last packet is flagged so whenever its samples do not fill one: a WAV of raw
+    samples cut short is copied with the sizes of what it holds (`_copy_wav`), if it ends
+    on a whole sample frame; one that does not is not wave.py's to write, so it is muxed,
+    and refused here.)"""
 
 
 def _no_io(url: str, flags: int, options: dict[str, str]) -> BinaryIO:

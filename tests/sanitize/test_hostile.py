@@ -99,9 +99,27 @@ def test_truncated_files_are_refused(name: str, stripping: Stripping, tmp_path: 
     (video.CutShort). The H.264 and packed MPEG-4 AVIs (written as AVIs, muxed twice)
     also fall short of their header's duration. These two-second Oggs lose part of their
     headers; one cut further on ends inside a page (test_ogg.py). A WAV cut short is
-    written with the sizes of what it holds (test_memory.py)."""
+    written with the sizes of what it holds, since recorders leave sizes larger than that
+    (test_memory.py), unless it ends inside a sample frame (below)."""
     data = samples.SAMPLES[name][0](tmp_path).read_bytes()
     assert isinstance(_refusal(stripping, data[: len(data) // 3]), Malformed)
+
+
+@pytest.mark.parametrize("codec", ["pcm_s16le", "pcm_s24le"])
+def test_a_wav_that_ends_inside_a_sample_frame_is_refused(
+    codec: str, stripping: Stripping, tmp_path: Path
+) -> None:
+    """Cut one byte into a frame (16-bit mono: 2 bytes a frame; 24-bit: 3): its sound is
+    not whole frames, so it is muxed rather than copied (wave.Unwritable), and the demuxer
+    hands its last piece over flagged corrupt (video.CutShort), as it does a compressed
+    frame cut short. The same file cut at that frame's start is cleaned."""
+    data = samples.tone(tmp_path, "in.wav", "-c:a", codec).read_bytes()
+    frame = 2 if codec == "pcm_s16le" else 3
+    at = data.index(b"data") + 8
+    whole = at + (len(data) - at) // 2 // frame * frame
+    assert isinstance(_refusal(stripping, data[: whole + 1]), Malformed)
+    _, report, out = clean(stripping, data[:whole])
+    assert report.mime == "audio/x-wav" and len(out) >= whole - at
 
 
 def test_a_script_named_jpg_is_unsupported(stripping: Stripping) -> None:
