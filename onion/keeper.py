@@ -249,11 +249,14 @@ class ServiceKeeper:
             self._warned.add(key)
             log.warning("%s", message)
 
-    def _self_check_target(self) -> tuple[str, float] | None:
-        """The current source address and when it was published, if it is."""
+    def _self_check_target(self) -> tuple[str, float, bool] | None:
+        """The current source address, when it was published and whether an HSDir has
+        accepted its descriptor, if it is published."""
         address = self._roles.get("source")
         published_at = None if address is None else self.services.published_at(address)
-        return None if address is None or published_at is None else (address, published_at)
+        if address is None or published_at is None:
+            return None
+        return address, published_at, self.services.descriptor(address).uploads > 0
 
     async def close(self) -> None:
         """Withdraws the services and stops a tor we launched; marks the status stopped."""

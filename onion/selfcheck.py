@@ -12,6 +12,10 @@ Rules:
 - States: `pending` (no check yet), `reachable`, `not_yet` (never reachable, and
   published less than `grace` ago: a new descriptor takes a while to spread), `failing`
   (was reachable, or has not been within `grace`), `off` (nothing to check through).
+- Nothing is fetched before an HSDir has accepted the service's descriptor (tor's HS_DESC
+  UPLOADED event): tor asks each HSDir for a descriptor once per 15 minutes at most
+  (REND_HID_SERV_DIR_REQUERY_PERIOD), so a fetch made before the upload would use up the
+  HSDirs it may ask and keep the check failing for that long after the descriptor is up.
 - When reachable, the next check is `interval` later; after a failure, `retry` later,
   doubling each time up to `interval`, so a relay that cannot reach the network does not
   hammer its own tor, and a new service is seen as soon as it answers.
@@ -42,6 +46,7 @@ GRACE = 600.0  # a new service has this long to become reachable before it is "f
 TIMEOUT = 90.0  # one fetch: descriptor lookup, introduction, rendezvous, the page
 
 STATES = ("pending", "reachable", "not_yet", "failing", "off")
+NOT_UPLOADED = "no HSDir has accepted its descriptor yet"
 
 
 @dataclass(frozen=True)
@@ -123,9 +128,10 @@ def _whole(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-# What the checker asks its owner before each check: the current source address and
-# when it was published (None: not published), the SOCKS listener, tor's bootstrap.
-Target = Callable[[], tuple[str, float] | None]
+# What the checker asks its owner before each check: the current source address, when it
+# was published and whether an HSDir has accepted its descriptor (None: not published),
+# the SOCKS listener, tor's bootstrap.
+Target = Callable[[], tuple[str, float, bool] | None]
 Socks = Callable[[], Awaitable[tuple[str, int] | None]]
 Bootstrap = Callable[[], Awaitable[int | None]]
 
@@ -166,13 +172,15 @@ class SelfChecker:
         if target is None:
             self.result = replace(before, next_at=now + self.result.retry)
             return self.result  # nothing published yet: ask again soon
-        address, published_at = target
+        address, published_at, uploaded = target
         # A tor that has not bootstrapped has no SOCKS listener either when its network is
         # disabled: the bootstrap is the reason an operator can act on, so it comes first.
         percent = await self.bootstrap()
         if percent is not None and percent < 100:
             failure = f"tor has not reached the Tor network (bootstrap {percent}%)"
             result = before.failed(address, published_at, time.time(), failure)
+        elif not uploaded:
+            result = before.failed(address, published_at, time.time(), NOT_UPLOADED)
         elif (socks := await self.socks()) is None:
             result = before.off(address, "tor has no SOCKS port on loopback to check through", now)
         else:

@@ -4,13 +4,14 @@ real tor's SOCKS port when tor cannot reach any network."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from onion.address import ServiceKey
-from onion.selfcheck import SelfCheck, SelfChecker
+from onion.selfcheck import NOT_UPLOADED, RETRY, SelfCheck, SelfChecker
 from onion.tor import TorControl, TorProcess
 from tests.onion.torfixtures import offline_tor
 
@@ -73,7 +74,7 @@ def test_off_is_neither_reachable_nor_not() -> None:
 
 
 async def test_no_socks_listener_is_off_and_nothing_published_waits() -> None:
-    published: list[tuple[str, float]] = []
+    published: list[tuple[str, float, bool]] = []
 
     async def socks() -> tuple[str, int] | None:
         return None
@@ -84,9 +85,33 @@ async def test_no_socks_listener_is_off_and_nothing_published_waits() -> None:
     checker = SelfChecker(lambda: published[0] if published else None, socks, bootstrap)
     result = await checker.check()
     assert result.state == "pending" and result.next_at > 0
-    published.append((ADDRESS, 0.0))
+    published.append((ADDRESS, 0.0, True))
     result = await checker.check()
     assert result.state == "off" and "SOCKS" in result.detail
+
+
+async def test_nothing_is_fetched_before_an_hsdir_has_the_descriptor() -> None:
+    """Until tor reports an upload, a check records why without asking tor for the
+    descriptor (each HSDir it asks too early is not asked again for 15 minutes); once
+    uploaded, the next check goes on to the fetch (here: no SOCKS port, so off)."""
+    uploaded = [False]
+    asked: list[str] = []
+
+    async def socks() -> tuple[str, int] | None:
+        asked.append("socks")
+        return None
+
+    async def bootstrap() -> int | None:
+        return 100
+
+    published_at = time.time()
+    checker = SelfChecker(lambda: (ADDRESS, published_at, uploaded[0]), socks, bootstrap)
+    result = await checker.check()
+    assert (result.state, result.detail, asked) == ("not_yet", NOT_UPLOADED, [])
+    assert result.next_at == pytest.approx(time.time() + RETRY, abs=5)
+    uploaded[0] = True
+    result = await checker.check()
+    assert (result.state, asked) == ("off", ["socks"])
 
 
 async def test_each_check_asks_for_new_circuits_and_leaves_names_to_tor() -> None:
@@ -121,7 +146,7 @@ async def test_each_check_asks_for_new_circuits_and_leaves_names_to_tor() -> Non
     async def bootstrap() -> int | None:
         return 100
 
-    checker = SelfChecker(lambda: (ADDRESS, 0.0), socks, bootstrap, timeout=10)
+    checker = SelfChecker(lambda: (ADDRESS, 0.0, True), socks, bootstrap, timeout=10)
     try:
         for _ in range(2):
             assert (await checker.check()).state == "failing"
@@ -159,7 +184,7 @@ async def test_through_a_tor_that_cannot_reach_the_network(
     async def bootstrap() -> int | None:
         return int(control.get_info("status/bootstrap-phase").split("PROGRESS=")[1].split()[0])
 
-    checker = SelfChecker(lambda: (key.address, 0.0), socks, bootstrap, timeout=3)
+    checker = SelfChecker(lambda: (key.address, 0.0, False), socks, bootstrap, timeout=3)
     result = await checker.check()
     assert result.state == "failing" and result.reachable is False  # published long ago
     assert result.detail == "tor has not reached the Tor network (bootstrap 0%)"
