@@ -16,6 +16,7 @@ Rules:
   UPLOADED event): tor asks each HSDir for a descriptor once per 15 minutes at most
   (REND_HID_SERV_DIR_REQUERY_PERIOD), so a fetch made before the upload would use up the
   HSDirs it may ask and keep the check failing for that long after the descriptor is up.
+  Until then each check only looks, every `retry`.
 - When reachable, the next check is `interval` later; after a failure, `retry` later,
   doubling each time up to `interval`, so a relay that cannot reach the network does not
   hammer its own tor, and a new service is seen as soon as it answers.
@@ -179,8 +180,9 @@ class SelfChecker:
         if percent is not None and percent < 100:
             failure = f"tor has not reached the Tor network (bootstrap {percent}%)"
             result = before.failed(address, published_at, time.time(), failure)
-        elif not uploaded:
-            result = before.failed(address, published_at, time.time(), NOT_UPLOADED)
+        elif not uploaded:  # nothing asked of tor, so no backing off: look again soon
+            waiting = before.failed(address, published_at, now, NOT_UPLOADED)
+            result = replace(waiting, failures=0, next_at=now + before.retry)
         elif (socks := await self.socks()) is None:
             result = before.off(address, "tor has no SOCKS port on loopback to check through", now)
         else:
